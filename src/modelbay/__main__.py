@@ -1,0 +1,5 @@
+"""``python -m modelbay`` runs the CLI."""
+
+from modelbay.cli import main
+
+main()

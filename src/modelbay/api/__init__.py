@@ -1,0 +1,5 @@
+"""HTTP edge: the FastAPI app factory and its routers."""
+
+from modelbay.api.app import create_app
+
+__all__ = ["create_app"]

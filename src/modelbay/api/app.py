@@ -1,0 +1,69 @@
+"""The composition root: ``create_app(settings)`` wires every component once."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from modelbay import __version__
+from modelbay.api import management, v2
+from modelbay.api.context import AppContext
+from modelbay.api.errors import install_error_handlers
+from modelbay.api.limits import BodyLimit
+from modelbay.catalog import Catalog
+from modelbay.registry import Registry, make_engine, migrate
+from modelbay.serving import ServedModels
+from modelbay.settings import Settings
+from modelbay.store import LocalArtifactStore
+
+log = logging.getLogger("modelbay")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the ASGI app: registry (migrated), store, catalog, served models, routes."""
+    settings = settings or Settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.registry_url)
+    migrate(engine)
+    registry = Registry(engine)
+    store = LocalArtifactStore(settings.blob_dir)
+    served = ServedModels(registry, store, threads=settings.intra_op_threads)
+    catalog = Catalog(
+        registry,
+        store,
+        max_upload_bytes=settings.max_upload_bytes,
+        threads=settings.intra_op_threads,
+        on_loaded=served.add if settings.load_on_push else None,
+        on_removed=served.remove,
+    )
+    pool = ThreadPoolExecutor(settings.inference_threads, thread_name_prefix="infer")
+    ctx = AppContext(settings, registry, catalog, served, pool)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        pool.shutdown(wait=True, cancel_futures=True)
+        served.close()
+        engine.dispose()
+
+    app = FastAPI(
+        title="modelbay",
+        version=__version__,
+        description="Model-as-a-Service: V2 inference and model management.",
+        lifespan=lifespan,
+    )
+    app.state.ctx = ctx
+    install_error_handlers(app)
+    app.include_router(v2.router)
+    app.include_router(management.router)
+    app.add_middleware(
+        BodyLimit,
+        default=settings.max_request_bytes,
+        uploads=settings.max_upload_bytes,
+        upload_suffix=management.UPLOAD_SUFFIX,
+    )
+    return app

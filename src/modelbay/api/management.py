@@ -1,0 +1,203 @@
+"""Management REST API under /api/v1: models, versions (upload, download), aliases."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Form, Response, UploadFile, status
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
+
+from modelbay.api.context import ContextDep
+from modelbay.catalog import PushRequest, safe_relative_path
+from modelbay.errors import InvalidRequest, NotFound
+from modelbay.registry import ModelRecord, VersionRecord
+from modelbay.registry.repository import check_alias_name
+from modelbay.tensors import Signature
+
+router = APIRouter(prefix="/api/v1", tags=["management"])
+
+UPLOAD_SUFFIX = "/versions"
+
+
+class ModelCreate(BaseModel):
+    """Fields of a new model."""
+
+    name: str = Field(description="Unique name: letters, digits, '.', '_', '-'")
+    description: str = ""
+    task: str | None = Field(default=None, description="e.g. classification, regression")
+    labels: list[str] | None = Field(default=None, description="Class names, by index")
+    tags: dict[str, str] = {}
+
+
+class ModelUpdate(BaseModel):
+    """Fields of a model that can change; omitted fields stay as they are."""
+
+    description: str | None = None
+    task: str | None = None
+    labels: list[str] | None = None
+    tags: dict[str, str] | None = None
+
+
+class ModelList(BaseModel):
+    models: list[ModelRecord]
+
+
+class VersionList(BaseModel):
+    versions: list[VersionRecord]
+
+
+class AliasTarget(BaseModel):
+    version: int = Field(ge=1, description="Version number the alias points to")
+
+
+class AliasList(BaseModel):
+    aliases: dict[str, int]
+
+
+@router.get("/models", summary="List models")
+def list_models(ctx: ContextDep) -> ModelList:
+    return ModelList(models=ctx.registry.list_models())
+
+
+@router.post("/models", status_code=status.HTTP_201_CREATED, summary="Create a model")
+def create_model(ctx: ContextDep, body: ModelCreate) -> ModelRecord:
+    return ctx.registry.create_model(
+        body.name, description=body.description, task=body.task, labels=body.labels, tags=body.tags
+    )
+
+
+@router.get("/models/{name}", summary="Get a model")
+def get_model(ctx: ContextDep, name: str) -> ModelRecord:
+    return ctx.registry.get_model(name)
+
+
+@router.patch("/models/{name}", summary="Update a model's description, task, labels or tags")
+def update_model(ctx: ContextDep, name: str, body: ModelUpdate) -> ModelRecord:
+    record = ctx.registry.update_model(name, **body.model_dump(exclude_unset=True))
+    ctx.served.invalidate(name)
+    return record
+
+
+@router.delete("/models/{name}", status_code=204, summary="Delete a model and all its versions")
+def delete_model(ctx: ContextDep, name: str) -> Response:
+    ctx.catalog.delete_model(name)
+    return Response(status_code=204)
+
+
+@router.get("/models/{name}/versions", summary="List a model's versions")
+def list_versions(ctx: ContextDep, name: str) -> VersionList:
+    return VersionList(versions=ctx.registry.list_versions(name))
+
+
+@router.post(
+    "/models/{name}" + UPLOAD_SUFFIX,
+    status_code=status.HTTP_201_CREATED,
+    summary="Upload a new version (multipart); creates the model if it does not exist",
+)
+async def push_version(
+    ctx: ContextDep,
+    name: str,
+    files: Annotated[list[UploadFile], File(description="Model files; filename = path")],
+    format: Annotated[
+        str | None, Form(description="torchscript, torch_export, onnx, sklearn")
+    ] = None,
+    signature: Annotated[
+        str | None, Form(description="JSON {inputs: [...], outputs: [...]}")
+    ] = None,
+    entrypoint: Annotated[str | None, Form(description="Which file is the model")] = None,
+    description: Annotated[str, Form()] = "",
+    metadata: Annotated[str | None, Form(description="JSON object")] = None,
+    metrics: Annotated[str | None, Form(description="JSON object")] = None,
+    source: Annotated[str | None, Form(description="JSON object: lineage")] = None,
+    tags: Annotated[str | None, Form(description="JSON object of strings")] = None,
+) -> VersionRecord:
+    push = PushRequest(
+        files=[(f.filename or "model", f.file) for f in files],
+        format=format or None,
+        signature=Signature.parse(signature) if signature else None,
+        entrypoint=entrypoint or None,
+        description=description,
+        metadata=_json_object(metadata, "metadata"),
+        metrics=_json_object(metrics, "metrics"),
+        source=_json_object(source, "source"),
+        tags={str(k): str(v) for k, v in _json_object(tags, "tags").items()},
+    )
+    return await run_in_threadpool(ctx.catalog.push, name, push)
+
+
+@router.get("/models/{name}/versions/{version}", summary="Get a version by number or alias")
+def get_version(ctx: ContextDep, name: str, version: str) -> VersionRecord:
+    return ctx.registry.get_version(name, version)
+
+
+@router.delete("/models/{name}/versions/{version}", status_code=204, summary="Delete a version")
+def delete_version(ctx: ContextDep, name: str, version: int) -> Response:
+    ctx.catalog.delete_version(name, version)
+    return Response(status_code=204)
+
+
+@router.get(
+    "/models/{name}/versions/{version}/files/{path:path}",
+    summary="Download one file of a version (verified against its digest)",
+    response_class=StreamingResponse,
+)
+def download_file(ctx: ContextDep, name: str, version: str, path: str) -> StreamingResponse:
+    record = ctx.registry.get_version(name, version)
+    rel = safe_relative_path(path)
+    entry = next((f for f in record.files if f.path == rel), None)
+    if entry is None:
+        raise NotFound(
+            f"version {record.version} of '{name}' has no file '{rel}'; files: "
+            f"{', '.join(f.path for f in record.files)}",
+            param="path",
+        )
+    store = ctx.catalog.store
+    store.verify(entry.digest)
+
+    def chunks() -> Iterator[bytes]:
+        yield from store.iter_bytes(entry.digest)
+
+    return StreamingResponse(
+        chunks(),
+        media_type="application/octet-stream",
+        headers={
+            "Content-Length": str(entry.size),
+            "Content-Disposition": f'attachment; filename="{rel.rsplit("/", 1)[-1]}"',
+            "X-Checksum-Sha256": entry.digest,
+        },
+    )
+
+
+@router.get("/models/{name}/aliases", summary="List a model's aliases")
+def list_aliases(ctx: ContextDep, name: str) -> AliasList:
+    return AliasList(aliases=ctx.registry.get_model(name).aliases)
+
+
+@router.put("/models/{name}/aliases/{alias}", summary="Point an alias at a version (set or move)")
+def set_alias(ctx: ContextDep, name: str, alias: str, body: AliasTarget) -> VersionRecord:
+    record = ctx.registry.set_alias(name, check_alias_name(alias), body.version)
+    ctx.served.invalidate(name)
+    return record
+
+
+@router.delete("/models/{name}/aliases/{alias}", status_code=204, summary="Delete an alias")
+def delete_alias(ctx: ContextDep, name: str, alias: str) -> Response:
+    ctx.registry.delete_alias(name, alias)
+    ctx.served.invalidate(name)
+    return Response(status_code=204)
+
+
+def _json_object(raw: str | None, field: str) -> dict[str, Any]:
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise InvalidRequest(f"'{field}' is not valid JSON: {exc}", param=field) from None
+    if not isinstance(value, dict):
+        raise InvalidRequest(f"'{field}' must be a JSON object", param=field)
+    return value

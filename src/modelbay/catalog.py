@@ -1,0 +1,172 @@
+"""Control-plane operations that touch both the registry and the artifact store.
+
+A push stages the uploaded files, checks them (format, safety, signature) by loading the
+model, moves them into the content-addressed store and records the version. Deletes
+remove rows first and then the blobs no other version references.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, BinaryIO
+
+from modelbay.errors import InvalidArtifact, InvalidRequest, PayloadTooLarge
+from modelbay.registry import FileEntry, NewVersion, Registry, VersionRecord
+from modelbay.runtimes import Runtime, detect_format, load_runtime
+from modelbay.store.base import CHUNK, ArtifactStore
+from modelbay.tensors import Signature
+
+_MODEL_EXTENSIONS = (".onnx", ".pt2", ".skops", ".pt", ".pth", ".ts", ".jit", ".zip")
+
+
+@dataclass
+class PushRequest:
+    """What a client sends to create a version (files are read from their streams)."""
+
+    files: list[tuple[str, BinaryIO]]
+    format: str | None = None
+    signature: Signature | None = None
+    entrypoint: str | None = None
+    description: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    source: dict[str, Any] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    created_by: str | None = None
+
+
+class Catalog:
+    """Pushes and deletes versions; notifies listeners (the serving side) of changes."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        store: ArtifactStore,
+        *,
+        max_upload_bytes: int,
+        threads: int,
+        on_loaded: Callable[[str, int, Runtime], None] | None = None,
+        on_removed: Callable[[str, int | None], None] | None = None,
+    ):
+        self.registry = registry
+        self.store = store
+        self.max_upload_bytes = max_upload_bytes
+        self.threads = threads
+        self.on_loaded = on_loaded
+        self.on_removed = on_removed
+        # Serializes "blobs in, rows in" against "rows out, blobs out" so a blob shared by a
+        # version being pushed is never collected in between.
+        self._gc_lock = threading.Lock()
+
+    def push(self, name: str, push: PushRequest) -> VersionRecord:
+        """Validate, store and register a new version of ``name``; returns the record."""
+        if not push.files:
+            raise InvalidRequest("a version needs at least one file", param="files")
+        stage = self.store.staging_dir()
+        try:
+            paths = self._stage(stage, push.files)
+            entrypoint = _entrypoint(paths, push.entrypoint)
+            fmt = detect_format(stage / entrypoint, push.format)
+            runtime = load_runtime(fmt, stage, entrypoint, push.signature, threads=self.threads)
+            with self._gc_lock:
+                entries = []
+                for rel in paths:
+                    blob = self.store.put_file(stage / rel)
+                    entries.append(FileEntry(path=rel, digest=blob.digest, size=blob.size))
+                record = self.registry.add_version(
+                    name,
+                    NewVersion(
+                        format=fmt,
+                        entrypoint=entrypoint,
+                        files=entries,
+                        signature=runtime.signature,
+                        description=push.description,
+                        metadata=push.metadata,
+                        metrics=push.metrics,
+                        source=push.source,
+                        tags=push.tags,
+                        created_by=push.created_by,
+                    ),
+                )
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
+        if self.on_loaded is not None:
+            self.on_loaded(name, record.version, runtime)
+        return record
+
+    def delete_version(self, name: str, version: int) -> None:
+        with self._gc_lock:
+            orphans = self.registry.delete_version(name, version)
+            self._collect(orphans)
+        if self.on_removed is not None:
+            self.on_removed(name, version)
+
+    def delete_model(self, name: str) -> None:
+        with self._gc_lock:
+            orphans = self.registry.delete_model(name)
+            self._collect(orphans)
+        if self.on_removed is not None:
+            self.on_removed(name, None)
+
+    def _collect(self, digests: set[str]) -> None:
+        for digest in digests:
+            self.store.delete(digest)
+
+    def _stage(self, stage: Path, files: list[tuple[str, BinaryIO]]) -> list[str]:
+        total = 0
+        paths: list[str] = []
+        for raw_path, stream in files:
+            rel = safe_relative_path(raw_path)
+            if rel in paths:
+                raise InvalidRequest(f"file '{rel}' is given twice", param="files")
+            target = stage / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with open(target, "wb") as out:
+                while chunk := stream.read(CHUNK):
+                    total += len(chunk)
+                    if total > self.max_upload_bytes:
+                        raise PayloadTooLarge(
+                            f"upload is larger than the limit of {self.max_upload_bytes} bytes "
+                            "(MODELBAY_MAX_UPLOAD_BYTES)"
+                        )
+                    out.write(chunk)
+            paths.append(rel)
+        return sorted(paths)
+
+
+def safe_relative_path(raw: str) -> str:
+    """Normalize a file path inside a version; refuse absolute paths and '..' (zip slip)."""
+    cleaned = raw.replace("\\", "/").strip()
+    path = PurePosixPath(cleaned)
+    if not cleaned or path.is_absolute() or ".." in path.parts or cleaned.startswith("~"):
+        raise InvalidRequest(
+            f"file path '{raw}' must be relative and stay inside the version", param="files"
+        )
+    parts = [p for p in path.parts if p not in ("", ".")]
+    if not parts:
+        raise InvalidRequest(f"file path '{raw}' is empty", param="files")
+    return "/".join(parts)
+
+
+def _entrypoint(paths: list[str], given: str | None) -> str:
+    if given:
+        rel = safe_relative_path(given)
+        if rel not in paths:
+            raise InvalidArtifact(
+                f"entrypoint '{given}' is not among the uploaded files: {', '.join(paths)}",
+                param="entrypoint",
+            )
+        return rel
+    if len(paths) == 1:
+        return paths[0]
+    candidates = [p for p in paths if p.endswith(_MODEL_EXTENSIONS)]
+    if len(candidates) == 1:
+        return candidates[0]
+    raise InvalidArtifact(
+        f"cannot tell which of {', '.join(paths)} is the model; pass entrypoint",
+        param="entrypoint",
+    )

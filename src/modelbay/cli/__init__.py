@@ -1,0 +1,43 @@
+"""The ``modelbay`` command line: ``serve``/``demo``, ``models ...`` and ``predict``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from modelbay.cli import models, predict
+from modelbay.cli._session import Connection
+from modelbay.cli.server import register as register_server
+from modelbay.client import DEFAULT_URL
+
+app = typer.Typer(
+    name="modelbay",
+    help="Self-hosted Model-as-a-Service: versioned, secure, fast model endpoints.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    url: Annotated[
+        str, typer.Option(envvar="MODELBAY_URL", help="URL of the modelbay server")
+    ] = DEFAULT_URL,
+    api_key: Annotated[
+        str | None,
+        typer.Option(envvar="MODELBAY_API_KEY", help="API key sent as a Bearer token"),
+    ] = None,
+) -> None:
+    ctx.obj = Connection(url, api_key)
+
+
+register_server(app)
+app.add_typer(models.app, name="models")
+predict.register(app)
+
+
+def main() -> None:
+    """Entry point of the ``modelbay`` console script."""
+    app(prog_name="modelbay")

@@ -1,0 +1,102 @@
+"""``modelbay serve`` and ``modelbay demo``: run the platform in this process."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+console = Console(stderr=True)
+
+HostOpt = Annotated[str | None, typer.Option(help="Interface to bind [env MODELBAY_HOST]")]
+PortOpt = Annotated[int | None, typer.Option(help="HTTP port [env MODELBAY_PORT]")]
+DataDirOpt = Annotated[
+    Path | None, typer.Option(help="Registry and artifact directory [env MODELBAY_DATA_DIR]")
+]
+DbOpt = Annotated[
+    str | None, typer.Option(help="SQLAlchemy URL of the registry [env MODELBAY_DATABASE_URL]")
+]
+LogOpt = Annotated[str | None, typer.Option(help="debug, info, warning, error")]
+
+
+def register(app: typer.Typer) -> None:
+    """Add the commands that run a server to the root CLI."""
+    app.command(help="Run the modelbay server.")(serve)
+    app.command(help="Run the server with demo models built from scikit-learn's digits.")(demo)
+
+
+def serve(
+    host: HostOpt = None,
+    port: PortOpt = None,
+    data_dir: DataDirOpt = None,
+    database_url: DbOpt = None,
+    log_level: LogOpt = None,
+) -> None:
+    settings = _settings(
+        host=host, port=port, data_dir=data_dir, database_url=database_url, log_level=log_level
+    )
+    _run(settings, demo=False)
+
+
+def demo(
+    host: HostOpt = None,
+    port: PortOpt = None,
+    data_dir: Annotated[Path, typer.Option(help="Where the demo keeps its data")] = Path(
+        "demo-data"
+    ),
+    log_level: LogOpt = None,
+) -> None:
+    settings = _settings(host=host, port=port, data_dir=data_dir, log_level=log_level)
+    _run(settings, demo=True)
+
+
+def _settings(**overrides: Any) -> Any:
+    from modelbay.settings import Settings
+
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def _run(settings: Any, *, demo: bool) -> None:
+    import uvicorn
+
+    from modelbay.api import create_app
+
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
+    )
+    app = create_app(settings)
+    if demo:
+        from modelbay.demo import install_demo_models
+
+        with console.status("building demo models from scikit-learn's digits data..."):
+            pushed = install_demo_models(app.state.ctx.catalog)
+        if pushed:
+            console.print(f"[green]registered demo models:[/] {', '.join(pushed)}")
+        _print_tour(f"http://{settings.host}:{settings.port}")
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=settings.log_level == "debug",
+    )
+
+
+def _print_tour(url: str) -> None:
+    console.print(
+        f"""
+[bold]modelbay is starting on {url}[/]  (Ctrl-C stops it)
+
+Try, from another terminal in this directory:
+  curl -s {url}/v2/models/digits-logreg/infer -H 'Content-Type: application/json' \\
+       -d @examples/digit-3.json
+  .venv/bin/modelbay models list
+  .venv/bin/modelbay predict digits-cnn@production --input examples/digit-3-image.json
+  .venv/bin/modelbay models show digits-cnn
+
+API docs: {url}/docs
+"""
+    )

@@ -1,0 +1,357 @@
+"""``Client``: the Python SDK of a modelbay server (management API and V2 inference)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import ExitStack, contextmanager
+from pathlib import Path, PurePosixPath
+from types import TracebackType
+from typing import Any, BinaryIO, cast
+from urllib.parse import quote
+
+import httpx
+import numpy as np
+
+from modelbay import __version__
+from modelbay.client.errors import ApiError
+from modelbay.client.uploads import ProgressCallback, ProgressReader, UploadProgress, collect_files
+from modelbay.errors import ArtifactCorrupted, ModelbayError
+from modelbay.protocols import v2
+from modelbay.tensors import Signature
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+_CHUNK = 1024 * 1024
+
+SignatureSource = Mapping[str, Any] | Signature | str | os.PathLike[str]
+"""A signature as a mapping, a ``Signature``, or the path of a JSON file holding one."""
+
+
+class Client:
+    """Talks to one modelbay server; returns the server's JSON as dicts, tensors as arrays.
+
+    ``url`` defaults to ``$MODELBAY_URL`` (else http://127.0.0.1:8080) and ``api_key`` to
+    ``$MODELBAY_API_KEY``; errors are ``ApiError`` (status 0 when the server is unreachable).
+    ``transport`` replaces the network, e.g. by ``httpx.MockTransport`` in tests.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        api_key: str | None = None,
+        timeout: float = 60.0,
+        *,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.url = (url or os.environ.get("MODELBAY_URL") or DEFAULT_URL).rstrip("/")
+        key = api_key if api_key is not None else os.environ.get("MODELBAY_API_KEY")
+        headers = {"User-Agent": f"modelbay-python/{__version__}"}
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        self._http = httpx.Client(
+            base_url=self.url, headers=headers, timeout=timeout, transport=transport
+        )
+
+    def __repr__(self) -> str:
+        return f"Client({self.url!r})"
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connections to the server."""
+        self._http.close()
+
+    # -- models ---------------------------------------------------------------------------
+
+    def list_models(self) -> list[dict[str, Any]]:
+        """Every model with its latest version and aliases."""
+        return _items(self._json("GET", "/api/v1/models"), "models")
+
+    def get_model(self, name: str) -> dict[str, Any]:
+        """One model's record."""
+        return self._json("GET", _model(name))
+
+    def create_model(
+        self,
+        name: str,
+        description: str = "",
+        task: str | None = None,
+        labels: list[str] | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """Register a model without versions (a push also creates its model)."""
+        body = {
+            "name": name,
+            "description": description,
+            "task": task,
+            "labels": labels,
+            "tags": dict(tags or {}),
+        }
+        return self._json("POST", "/api/v1/models", json=body)
+
+    def update_model(self, name: str, **fields: Any) -> dict[str, Any]:
+        """Change a model's description, task, labels or tags; other fields stay."""
+        return self._json("PATCH", _model(name), json=fields)
+
+    def delete_model(self, name: str) -> None:
+        """Delete a model, all its versions and their files."""
+        self._request("DELETE", _model(name))
+
+    # -- versions -------------------------------------------------------------------------
+
+    def push(
+        self,
+        name: str,
+        path: str | os.PathLike[str],
+        format: str | None = None,
+        signature: SignatureSource | None = None,
+        entrypoint: str | None = None,
+        description: str = "",
+        metadata: Mapping[str, Any] | None = None,
+        metrics: Mapping[str, Any] | None = None,
+        source: Mapping[str, Any] | None = None,
+        tags: Mapping[str, str] | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> dict[str, Any]:
+        """Upload a file, or every file under a directory, as a new version of ``name``.
+
+        Files are streamed from disk; ``progress(bytes_sent, total)`` follows the upload.
+        """
+        files = collect_files(path)
+        tracker = UploadProgress(sum(p.stat().st_size for _, p in files), progress)
+        fields = {
+            "format": format,
+            "signature": _signature_json(signature),
+            "entrypoint": entrypoint,
+            "description": description or None,
+            "metadata": _json_field(metadata),
+            "metrics": _json_field(metrics),
+            "source": _json_field(source),
+            "tags": _json_field(tags),
+        }
+        data = {key: value for key, value in fields.items() if value is not None}
+        with ExitStack() as stack:
+            parts = []
+            for rel, file in files:
+                reader = ProgressReader(stack.enter_context(file.open("rb")), tracker)
+                parts.append(("files", (rel, cast(BinaryIO, reader), "application/octet-stream")))
+            return self._json("POST", _model(name, "versions"), data=data, files=parts)
+
+    def list_versions(self, name: str) -> list[dict[str, Any]]:
+        """Every version of a model, oldest first."""
+        return _items(self._json("GET", _model(name, "versions")), "versions")
+
+    def get_version(self, name: str, version: int | str = "latest") -> dict[str, Any]:
+        """One version by number, alias or "latest": format, files, signature, metadata."""
+        return self._json("GET", _model(name, "versions", version))
+
+    def delete_version(self, name: str, version: int | str) -> None:
+        """Delete one version (a number, or an alias naming it) and its unshared files."""
+        number = version if isinstance(version, int) else self.get_version(name, version)["version"]
+        self._request("DELETE", _model(name, "versions", number))
+
+    def download(
+        self, name: str, version: int | str, dest_dir: str | os.PathLike[str]
+    ) -> list[Path]:
+        """Stream every file of a version into ``dest_dir``, checking each sha256."""
+        record = self.get_version(name, version)
+        dest = Path(dest_dir)
+        written = []
+        for entry in record["files"]:
+            target = _inside(dest, str(entry["path"]))
+            self._download_file(name, int(record["version"]), entry, target)
+            written.append(target)
+        return written
+
+    # -- aliases --------------------------------------------------------------------------
+
+    def list_aliases(self, name: str) -> dict[str, int]:
+        """A model's aliases and the version each points to."""
+        aliases = self._json("GET", _model(name, "aliases")).get("aliases", {})
+        return {str(alias): int(number) for alias, number in aliases.items()}
+
+    def set_alias(self, name: str, alias: str, version: int) -> dict[str, Any]:
+        """Point ``alias`` at ``version`` (creating or moving it); returns that version."""
+        return self._json("PUT", _model(name, "aliases", alias), json={"version": version})
+
+    def delete_alias(self, name: str, alias: str) -> None:
+        """Remove an alias; the version stays."""
+        self._request("DELETE", _model(name, "aliases", alias))
+
+    # -- inference (Open Inference Protocol v2) -------------------------------------------
+
+    def predict(
+        self,
+        name: str,
+        inputs: Mapping[str, np.ndarray],
+        version: int | str | None = None,
+        outputs: list[str] | None = None,
+        binary: bool = True,
+    ) -> dict[str, np.ndarray]:
+        """Run the model on named arrays; returns its outputs (or those in ``outputs``)."""
+        body, header_length = v2.encode_request(dict(inputs), outputs, binary=binary)
+        content_type = v2.BINARY_CONTENT_TYPE if binary else v2.JSON_CONTENT_TYPE
+        headers = {"Content-Type": content_type}
+        if header_length is not None:
+            headers[v2.HEADER_LENGTH] = str(header_length)
+        response = self._request(
+            "POST", _v2_model(name, version, "infer"), content=body, headers=headers
+        )
+        raw_length = response.headers.get(v2.HEADER_LENGTH)
+        length = int(raw_length) if raw_length is not None else None
+        return v2.decode_response(response.content, length)
+
+    def server_metadata(self) -> dict[str, Any]:
+        """Server name, version and protocol extensions."""
+        return self._json("GET", "/v2")
+
+    def model_metadata(self, name: str, version: int | str | None = None) -> dict[str, Any]:
+        """V2 metadata of a model version: versions, platform, inputs and outputs."""
+        return self._json("GET", _v2_model(name, version))
+
+    def is_live(self) -> bool:
+        """Whether the server answers; ``False`` when it cannot be reached."""
+        return self._healthy("/v2/health/live")
+
+    def is_ready(self) -> bool:
+        """Whether the server can serve; ``False`` when it cannot be reached."""
+        return self._healthy("/v2/health/ready")
+
+    def model_ready(self, name: str, version: int | str | None = None) -> bool:
+        """Whether a model version is loaded and can answer; unknown models raise ``ApiError``."""
+        response = self._send("GET", _v2_model(name, version, "ready"))
+        if response.status_code == httpx.codes.SERVICE_UNAVAILABLE:
+            return False
+        _raise_for_status(response)
+        return True
+
+    # -- transport ------------------------------------------------------------------------
+
+    def _healthy(self, path: str) -> bool:
+        try:
+            return self._send("GET", path).status_code == httpx.codes.OK
+        except ApiError:
+            return False
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            return self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise self._unreachable(exc) from None
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        response = self._send(method, path, **kwargs)
+        _raise_for_status(response)
+        return response
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        response = self._request(method, path, **kwargs)
+        try:
+            doc = response.json()
+        except ValueError:
+            doc = None
+        if not isinstance(doc, dict):
+            raise ApiError(response.status_code, f"{method} {path} did not answer a JSON object")
+        return doc
+
+    @contextmanager
+    def _stream(self, path: str) -> Iterator[httpx.Response]:
+        try:
+            with self._http.stream("GET", path) as response:
+                if response.is_error:
+                    response.read()
+                    _raise_for_status(response)
+                yield response
+        except httpx.TransportError as exc:
+            raise self._unreachable(exc) from None
+
+    def _unreachable(self, exc: httpx.TransportError) -> ApiError:
+        if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+            return ApiError(0, f"cannot reach modelbay at {self.url}: is `modelbay serve` running?")
+        return ApiError(0, f"request to modelbay at {self.url} failed: {exc or type(exc).__name__}")
+
+    def _download_file(
+        self, name: str, version: int, entry: Mapping[str, Any], target: Path
+    ) -> None:
+        rel, expected = str(entry["path"]), str(entry["digest"])
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(target.name + ".part")
+        hasher = hashlib.sha256()
+        try:
+            url = _model(name, "versions", version, "files", rel)
+            with self._stream(url) as response, partial.open("wb") as out:
+                for chunk in response.iter_bytes(_CHUNK):
+                    hasher.update(chunk)
+                    out.write(chunk)
+            if hasher.hexdigest() != expected:
+                raise ArtifactCorrupted(
+                    f"'{rel}' of '{name}' version {version} has sha256 {hasher.hexdigest()}; "
+                    f"the version's manifest says {expected}"
+                )
+            partial.replace(target)
+        finally:
+            partial.unlink(missing_ok=True)
+
+
+def _model(name: str, *parts: str | int) -> str:
+    return "/".join(["/api/v1/models", *(quote(str(p), safe="/") for p in (name, *parts))])
+
+
+def _v2_model(name: str, version: int | str | None, *parts: str) -> str:
+    path = f"/v2/models/{quote(name, safe='')}"
+    if version is not None:
+        path += f"/versions/{quote(str(version), safe='')}"
+    return "/".join([path, *parts])
+
+
+def _raise_for_status(response: httpx.Response) -> None:
+    if response.is_success:
+        return
+    raise ApiError(response.status_code, _error_message(response))
+
+
+def _error_message(response: httpx.Response) -> str:
+    try:
+        doc = response.json()
+    except ValueError:
+        doc = None
+    if isinstance(doc, dict) and isinstance(doc.get("error"), str):
+        return str(doc["error"])
+    text = response.text.strip()
+    return text[:500] or f"HTTP {response.status_code} {response.reason_phrase}"
+
+
+def _items(doc: Mapping[str, Any], key: str) -> list[dict[str, Any]]:
+    return [dict(item) for item in doc.get(key, [])]
+
+
+def _json_field(value: Mapping[str, Any] | None) -> str | None:
+    return json.dumps(dict(value)) if value else None
+
+
+def _signature_json(signature: SignatureSource | None) -> str | None:
+    if signature is None:
+        return None
+    if isinstance(signature, Signature):
+        return signature.model_dump_json()
+    if isinstance(signature, Mapping):
+        return json.dumps(dict(signature))
+    return Path(signature).read_text(encoding="utf-8")
+
+
+def _inside(dest: Path, rel: str) -> Path:
+    parts = PurePosixPath(rel).parts
+    if not parts or PurePosixPath(rel).is_absolute() or ".." in parts:
+        raise ModelbayError(f"refusing to write '{rel}' outside '{dest}'")
+    return dest.joinpath(*parts)

@@ -1,0 +1,74 @@
+"""Typed errors of modelbay, independent of any web framework.
+
+Every error a client can cause or see is a ``ModelbayError`` carrying an HTTP-like
+``status`` and a message that names the offending field and, where it helps, what would
+have been valid. Transports (REST, gRPC, CLI) map these in one function each; anything
+that is not a ``ModelbayError`` is a bug and is answered with an opaque 500.
+
+    ModelbayError
+    ├── InvalidRequest (400)   malformed request, wrong tensor name/shape/dtype
+    ├── NotFound (404)         unknown model, version, alias or file
+    ├── Conflict (409)         already exists, still referenced
+    ├── PayloadTooLarge (413)  body or upload over the configured limit
+    ├── InvalidArtifact (422)  unsupported or unsafe format, invalid signature
+    ├── ModelNotReady (503)    the model cannot serve right now
+    └── ArtifactCorrupted (500) a stored blob no longer matches its digest
+"""
+
+from __future__ import annotations
+
+
+class ModelbayError(Exception):
+    """Base of every error modelbay reports to a client."""
+
+    status: int = 500
+
+    def __init__(self, message: str, *, status: int | None = None, param: str | None = None):
+        super().__init__(message)
+        self.message = message
+        if status is not None:
+            self.status = status
+        self.param = param
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InvalidRequest(ModelbayError):
+    status = 400
+
+
+class NotFound(ModelbayError):
+    status = 404
+
+
+class Conflict(ModelbayError):
+    status = 409
+
+
+class PayloadTooLarge(ModelbayError):
+    status = 413
+
+
+class InvalidArtifact(ModelbayError):
+    status = 422
+
+
+class ModelNotReady(ModelbayError):
+    status = 503
+
+
+class ArtifactCorrupted(ModelbayError):
+    status = 500
+
+
+__all__ = [
+    "ArtifactCorrupted",
+    "Conflict",
+    "InvalidArtifact",
+    "InvalidRequest",
+    "ModelNotReady",
+    "ModelbayError",
+    "NotFound",
+    "PayloadTooLarge",
+]

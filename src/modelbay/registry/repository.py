@@ -1,0 +1,292 @@
+"""Registry operations over SQL: models, versions, version files and aliases."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, selectinload, sessionmaker
+
+from modelbay.errors import Conflict, InvalidRequest, NotFound
+from modelbay.registry.records import FileEntry, ModelRecord, NewVersion, VersionRecord
+from modelbay.registry.tables import AliasRow, FileRow, ModelRow, VersionRow, utcnow
+from modelbay.tensors import Signature
+
+MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+ALIAS_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
+LATEST = "latest"
+
+
+def check_model_name(name: str) -> str:
+    if not MODEL_NAME.match(name):
+        raise InvalidRequest(
+            f"invalid model name '{name}': use 1-128 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit",
+            param="name",
+        )
+    return name
+
+
+def check_alias_name(alias: str) -> str:
+    if not ALIAS_NAME.match(alias) or alias == LATEST:
+        raise InvalidRequest(
+            f"invalid alias '{alias}': use 1-64 letters, digits, '_' or '-', starting with a "
+            f"letter; '{LATEST}' is reserved",
+            param="alias",
+        )
+    return alias
+
+
+class Registry:
+    """What exists: models, their immutable versions and movable aliases."""
+
+    def __init__(self, engine: Engine):
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    @contextmanager
+    def _session(self) -> Iterator[Session]:
+        with self._sessions.begin() as session:
+            yield session
+
+    # models
+
+    def create_model(
+        self,
+        name: str,
+        *,
+        description: str = "",
+        task: str | None = None,
+        labels: list[str] | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> ModelRecord:
+        check_model_name(name)
+        try:
+            with self._session() as s:
+                row = ModelRow(
+                    name=name, description=description, task=task, labels=labels, tags=tags or {}
+                )
+                s.add(row)
+                s.flush()
+                return _model_record(row)
+        except IntegrityError:
+            raise Conflict(f"model '{name}' already exists", param="name") from None
+
+    def list_models(self) -> list[ModelRecord]:
+        with self._session() as s:
+            rows = s.scalars(select(ModelRow).options(*_model_loads()).order_by(ModelRow.name))
+            return [_model_record(r) for r in rows]
+
+    def get_model(self, name: str) -> ModelRecord:
+        with self._session() as s:
+            return _model_record(_model_row(s, name))
+
+    def update_model(self, name: str, **fields: Any) -> ModelRecord:
+        with self._session() as s:
+            row = _model_row(s, name)
+            for key, value in fields.items():
+                setattr(row, key, value)
+            s.flush()
+            return _model_record(row)
+
+    def delete_model(self, name: str) -> set[str]:
+        """Delete a model with its versions and aliases; returns digests no longer used."""
+        with self._session() as s:
+            row = _model_row(s, name)
+            digests = {f.digest for v in row.versions for f in v.files}
+            s.delete(row)
+            s.flush()
+            return _unreferenced(s, digests)
+
+    # versions
+
+    def add_version(self, name: str, new: NewVersion) -> VersionRecord:
+        """Record a new version numbered one past the highest; creates the model if needed."""
+        check_model_name(name)
+        for _ in range(5):
+            try:
+                with self._session() as s:
+                    model = s.scalar(select(ModelRow).where(ModelRow.name == name))
+                    if model is None:
+                        model = ModelRow(name=name, description="", tags={})
+                        s.add(model)
+                        s.flush()
+                    number = (
+                        s.scalar(
+                            select(func.max(VersionRow.number)).where(
+                                VersionRow.model_id == model.id
+                            )
+                        )
+                        or 0
+                    ) + 1
+                    row = VersionRow(
+                        model=model,
+                        number=number,
+                        format=new.format,
+                        entrypoint=new.entrypoint,
+                        signature=new.signature.model_dump(),
+                        description=new.description,
+                        meta=new.metadata,
+                        metrics=new.metrics,
+                        source=new.source,
+                        tags=new.tags,
+                        created_by=new.created_by,
+                        files=[FileRow(**f.model_dump()) for f in new.files],
+                    )
+                    s.add(row)
+                    model.updated_at = utcnow()
+                    s.flush()
+                    return _version_record(row, [])
+            except IntegrityError:
+                continue  # another push took the same number; take the next one
+        raise Conflict(f"could not assign a version number to '{name}'; retry the push")
+
+    def list_versions(self, name: str) -> list[VersionRecord]:
+        with self._session() as s:
+            model = _model_row(s, name)
+            aliases = _aliases_by_version(model)
+            return [_version_record(v, aliases.get(v.id, [])) for v in model.versions]
+
+    def get_version(self, name: str, ref: str | int) -> VersionRecord:
+        """A version by number, alias or ``latest``."""
+        with self._session() as s:
+            model = _model_row(s, name)
+            row = _resolve(model, ref)
+            return _version_record(row, _aliases_by_version(model).get(row.id, []))
+
+    def delete_version(self, name: str, number: int) -> set[str]:
+        """Delete one version; returns digests no longer used by any version."""
+        with self._session() as s:
+            model = _model_row(s, name)
+            row = _resolve(model, number)
+            pointing = [a.name for a in model.aliases if a.version_id == row.id]
+            if pointing:
+                raise Conflict(
+                    f"version {number} of '{name}' is the target of alias(es) "
+                    f"{', '.join(pointing)}; move or delete them first",
+                    param="version",
+                )
+            digests = {f.digest for f in row.files}
+            s.delete(row)
+            model.updated_at = utcnow()
+            s.flush()
+            return _unreferenced(s, digests)
+
+    # aliases
+
+    def set_alias(self, name: str, alias: str, version: int) -> VersionRecord:
+        check_alias_name(alias)
+        with self._session() as s:
+            model = _model_row(s, name)
+            target = _resolve(model, version)
+            existing = next((a for a in model.aliases if a.name == alias), None)
+            if existing is None:
+                model.aliases.append(AliasRow(name=alias, version=target))
+            else:
+                existing.version = target
+            model.updated_at = utcnow()
+            s.flush()
+            return _version_record(target, _aliases_by_version(model).get(target.id, []))
+
+    def delete_alias(self, name: str, alias: str) -> None:
+        with self._session() as s:
+            model = _model_row(s, name)
+            row = next((a for a in model.aliases if a.name == alias), None)
+            if row is None:
+                raise NotFound(f"model '{name}' has no alias '{alias}'", param="alias")
+            s.delete(row)
+            model.updated_at = utcnow()
+
+
+def parse_ref(ref: str | int) -> str | int:
+    """A version reference from a URL: an integer version, an alias or ``latest``."""
+    if isinstance(ref, int):
+        return ref
+    return int(ref) if ref.isdigit() else ref
+
+
+def _model_loads() -> list[Any]:
+    return [
+        selectinload(ModelRow.versions).selectinload(VersionRow.files),
+        selectinload(ModelRow.aliases).selectinload(AliasRow.version),
+    ]
+
+
+def _model_row(s: Session, name: str) -> ModelRow:
+    row = s.scalar(select(ModelRow).where(ModelRow.name == name).options(*_model_loads()))
+    if row is None:
+        raise NotFound(f"model '{name}' not found", param="model")
+    return row
+
+
+def _resolve(model: ModelRow, ref: str | int) -> VersionRow:
+    ref = parse_ref(ref)
+    if isinstance(ref, int):
+        for v in model.versions:
+            if v.number == ref:
+                return v
+        raise NotFound(f"model '{model.name}' has no version {ref}", param="version")
+    if ref == LATEST:
+        if not model.versions:
+            raise NotFound(f"model '{model.name}' has no versions yet", param="version")
+        return model.versions[-1]
+    for a in model.aliases:
+        if a.name == ref:
+            return a.version
+    raise NotFound(f"model '{model.name}' has no version or alias '{ref}'", param="version")
+
+
+def _aliases_by_version(model: ModelRow) -> dict[int, list[str]]:
+    result: dict[int, list[str]] = {}
+    for a in model.aliases:
+        result.setdefault(a.version_id, []).append(a.name)
+    return result
+
+
+def _unreferenced(s: Session, digests: set[str]) -> set[str]:
+    if not digests:
+        return set()
+    used = set(s.scalars(select(FileRow.digest).where(FileRow.digest.in_(digests))))
+    return digests - used
+
+
+def _model_record(row: ModelRow) -> ModelRecord:
+    return ModelRecord(
+        name=row.name,
+        description=row.description,
+        task=row.task,
+        labels=row.labels,
+        tags=row.tags or {},
+        latest_version=row.versions[-1].number if row.versions else None,
+        aliases={a.name: a.version.number for a in row.aliases},
+        created_at=_utc(row.created_at),
+        updated_at=_utc(row.updated_at),
+    )
+
+
+def _version_record(row: VersionRow, aliases: list[str]) -> VersionRecord:
+    return VersionRecord(
+        model=row.model.name,
+        version=row.number,
+        format=row.format,
+        entrypoint=row.entrypoint,
+        files=[FileEntry(path=f.path, digest=f.digest, size=f.size) for f in row.files],
+        signature=Signature.model_validate(row.signature),
+        description=row.description,
+        metadata=row.meta or {},
+        metrics=row.metrics or {},
+        source=row.source or {},
+        tags=row.tags or {},
+        aliases=sorted(aliases),
+        created_by=row.created_by,
+        created_at=_utc(row.created_at),
+    )
+
+
+def _utc(value: datetime) -> datetime:
+    # SQLite hands back naive datetimes; every stored time is UTC.
+    return value if value.tzinfo else value.replace(tzinfo=UTC)

@@ -1,0 +1,64 @@
+"""Runtimes: one adapter per model format behind the ``Runtime`` contract.
+
+Framework modules (torch, onnxruntime, skops) are imported only when a runtime of their
+format is asked for: they are optional extras and slow to import.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from modelbay.errors import InvalidArtifact
+from modelbay.runtimes.base import Runtime
+from modelbay.runtimes.formats import FORMATS, detect_format
+from modelbay.tensors import Signature
+
+_EXTRAS = {"torchscript": "torch", "torch_export": "torch", "onnx": "onnx", "sklearn": "sklearn"}
+_FRAMEWORK_PACKAGES = frozenset({"torch", "onnxruntime", "onnx", "sklearn", "skops", "scipy"})
+
+
+def runtime_class(format: str) -> type[Runtime]:
+    """The runtime class of ``format``, importing its framework now."""
+    try:
+        return _import_runtime(format)
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in _FRAMEWORK_PACKAGES:
+            raise
+        extra = _EXTRAS[format]
+        raise InvalidArtifact(
+            f"format '{format}' needs the '{extra}' extra, which this server lacks "
+            f"(pip install 'modelbay[{extra}]')",
+            param="format",
+        ) from exc
+
+
+def load_runtime(
+    format: str, model_dir: Path, entrypoint: str, signature: Signature | None, *, threads: int
+) -> Runtime:
+    """Load ``model_dir / entrypoint`` with the runtime of ``format``."""
+    return runtime_class(format).load(model_dir, entrypoint, signature, threads=threads)
+
+
+def _import_runtime(format: str) -> type[Runtime]:
+    if format == "torchscript":
+        from modelbay.runtimes.torchscript import TorchScriptRuntime
+
+        return TorchScriptRuntime
+    if format == "torch_export":
+        from modelbay.runtimes.torch_export import TorchExportRuntime
+
+        return TorchExportRuntime
+    if format == "onnx":
+        from modelbay.runtimes.onnx import OnnxRuntime
+
+        return OnnxRuntime
+    if format == "sklearn":
+        from modelbay.runtimes.sklearn import SklearnRuntime
+
+        return SklearnRuntime
+    raise InvalidArtifact(
+        f"unknown format '{format}'; formats are {', '.join(FORMATS)}", param="format"
+    )
+
+
+__all__ = ["FORMATS", "Runtime", "detect_format", "load_runtime", "runtime_class"]

@@ -1,0 +1,5 @@
+"""The data plane: models loaded for serving and the inference path."""
+
+from modelbay.serving.served_models import LoadedModel, ServedModels
+
+__all__ = ["LoadedModel", "ServedModels"]

@@ -1,0 +1,150 @@
+"""Models loaded for serving, keyed by (model, version), and the in-process inference path.
+
+References (version numbers, aliases, ``latest``) are resolved through a short-lived
+in-memory cache so the request path does not query the registry each time; the catalog
+invalidates it on every local change, and the TTL bounds staleness when several
+frontends share one database.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Collection
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from modelbay.errors import ArtifactCorrupted, ModelbayError, ModelNotReady
+from modelbay.registry import Registry, VersionRecord, parse_ref
+from modelbay.runtimes import Runtime, load_runtime
+from modelbay.store.base import ArtifactStore
+from modelbay.tensors import Signature
+
+_RESOLVE_TTL_S = 2.0
+
+
+@dataclass
+class LoadedModel:
+    """A version ready to run: its runtime plus what the protocols report about it."""
+
+    name: str
+    version: int
+    format: str
+    runtime: Runtime
+    labels: list[str] | None
+
+    @property
+    def signature(self) -> Signature:
+        return self.runtime.signature
+
+    def infer(
+        self, inputs: dict[str, np.ndarray], outputs: Collection[str] | None = None
+    ) -> dict[str, np.ndarray]:
+        return self.runtime.infer(inputs, outputs)
+
+
+class ServedModels:
+    """Loads versions on first use (or at push) and keeps them until deleted."""
+
+    def __init__(self, registry: Registry, store: ArtifactStore, *, threads: int):
+        self.registry = registry
+        self.store = store
+        self.threads = threads
+        self._loaded: dict[tuple[str, int], LoadedModel] = {}
+        self._resolved: dict[tuple[str, str | int], tuple[float, VersionRecord, list[str] | None]]
+        self._resolved = {}
+        self._load_locks: dict[tuple[str, int], threading.Lock] = {}
+        self._lock = threading.Lock()
+
+    def resolve(
+        self, name: str, ref: str | int = "latest"
+    ) -> tuple[VersionRecord, list[str] | None]:
+        """The version a reference names now, and the model's labels."""
+        key = (name, parse_ref(ref))
+        hit = self._resolved.get(key)
+        now = time.monotonic()
+        if hit is not None and now - hit[0] < _RESOLVE_TTL_S:
+            return hit[1], hit[2]
+        record = self.registry.get_version(name, key[1])
+        labels = self.registry.get_model(name).labels
+        self._resolved[key] = (now, record, labels)
+        return record, labels
+
+    def cached(self, name: str, ref: str | int) -> LoadedModel | None:
+        """The loaded model for a reference if everything is in memory (no I/O)."""
+        hit = self._resolved.get((name, parse_ref(ref)))
+        if hit is None or time.monotonic() - hit[0] >= _RESOLVE_TTL_S:
+            return None
+        return self._loaded.get((name, hit[1].version))
+
+    def get(self, name: str, ref: str | int = "latest") -> LoadedModel:
+        """Resolve and load (blocking: call from a worker thread)."""
+        cached = self.cached(name, ref)
+        if cached is not None:
+            return cached
+        record, labels = self.resolve(name, ref)
+        key = (name, record.version)
+        with self._lock:
+            lock = self._load_locks.setdefault(key, threading.Lock())
+        with lock:
+            loaded = self._loaded.get(key)
+            if loaded is None:
+                loaded = LoadedModel(
+                    name, record.version, record.format, self._load(record), labels
+                )
+                self._loaded[key] = loaded
+            loaded.labels = labels
+            return loaded
+
+    def add(self, name: str, version: int, runtime: Runtime) -> None:
+        """Keep a runtime that the catalog already loaded at push time."""
+        self.invalidate(name)
+        record, labels = self.resolve(name, version)
+        self._loaded[(name, version)] = LoadedModel(name, version, record.format, runtime, labels)
+
+    def remove(self, name: str, version: int | None) -> None:
+        """Unload one version, or all versions of a model when ``version`` is None."""
+        self.invalidate(name)
+        for key in [k for k in self._loaded if k[0] == name and version in (None, k[1])]:
+            self._loaded.pop(key).runtime.unload()
+
+    def invalidate(self, name: str) -> None:
+        """Forget cached references of a model (after alias moves, pushes, deletes)."""
+        for key in [k for k in self._resolved if k[0] == name]:
+            self._resolved.pop(key, None)
+
+    def is_loaded(self, name: str, version: int) -> bool:
+        return (name, version) in self._loaded
+
+    def close(self) -> None:
+        for loaded in self._loaded.values():
+            loaded.runtime.unload()
+        self._loaded.clear()
+
+    def _load(self, record: VersionRecord) -> Runtime:
+        workdir = Path(tempfile.mkdtemp(prefix="modelbay-load-"))
+        try:
+            for entry in record.files:
+                target = workdir / entry.path
+                target.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    self.store.copy_to(entry.digest, target)
+                except ArtifactCorrupted as exc:
+                    raise ArtifactCorrupted(f"file '{entry.path}': {exc}") from None
+            return load_runtime(
+                record.format, workdir, record.entrypoint, record.signature, threads=self.threads
+            )
+        except ModelbayError as exc:
+            if exc.status < 500 and not isinstance(exc, ModelNotReady):
+                # The artifact was accepted at push, so failing now is the server's fault.
+                raise ModelNotReady(
+                    f"model '{record.model}' version {record.version} cannot be loaded: {exc}"
+                ) from exc
+            exc.message = f"model '{record.model}' version {record.version} cannot be loaded: {exc}"
+            raise
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)

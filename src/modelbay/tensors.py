@@ -1,0 +1,130 @@
+"""Tensor specifications and signatures, shared by runtimes, registry and protocols.
+
+Datatypes use the Open Inference Protocol v2 names (``FP32``, ``INT64``, ``BYTES`` ...);
+shapes use ``-1`` for a variable dimension.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, Field, field_validator
+
+from modelbay.errors import InvalidArtifact, InvalidRequest
+
+DATATYPE_TO_NUMPY: dict[str, np.dtype[Any]] = {
+    "BOOL": np.dtype(np.bool_),
+    "UINT8": np.dtype(np.uint8),
+    "UINT16": np.dtype(np.uint16),
+    "UINT32": np.dtype(np.uint32),
+    "UINT64": np.dtype(np.uint64),
+    "INT8": np.dtype(np.int8),
+    "INT16": np.dtype(np.int16),
+    "INT32": np.dtype(np.int32),
+    "INT64": np.dtype(np.int64),
+    "FP16": np.dtype(np.float16),
+    "FP32": np.dtype(np.float32),
+    "FP64": np.dtype(np.float64),
+    "BYTES": np.dtype(np.object_),
+}
+NUMPY_TO_DATATYPE: dict[np.dtype[Any], str] = {v: k for k, v in DATATYPE_TO_NUMPY.items()}
+DATATYPES = tuple(DATATYPE_TO_NUMPY)
+
+
+def numpy_dtype(datatype: str) -> np.dtype[Any]:
+    """The numpy dtype holding a V2 datatype; BYTES is an object array of ``bytes``."""
+    try:
+        return DATATYPE_TO_NUMPY[datatype]
+    except KeyError:
+        raise InvalidRequest(
+            f"unsupported datatype '{datatype}'; supported: {', '.join(DATATYPES)}",
+            param="datatype",
+        ) from None
+
+
+def datatype_of(array: np.ndarray) -> str:
+    """The V2 datatype of a numpy array (strings and bytes are BYTES)."""
+    kind = array.dtype.kind
+    if kind in ("U", "S", "O"):
+        return "BYTES"
+    try:
+        return NUMPY_TO_DATATYPE[array.dtype]
+    except KeyError:
+        raise InvalidArtifact(f"numpy dtype {array.dtype} has no V2 datatype") from None
+
+
+class TensorSpec(BaseModel):
+    """Name, datatype and shape (``-1`` = any size) of one input or output."""
+
+    name: str = Field(min_length=1)
+    datatype: str
+    shape: list[int]
+
+    @field_validator("datatype")
+    @classmethod
+    def _known_datatype(cls, value: str) -> str:
+        if value not in DATATYPE_TO_NUMPY:
+            raise ValueError(f"unknown datatype '{value}'; valid: {', '.join(DATATYPES)}")
+        return value
+
+    @field_validator("shape")
+    @classmethod
+    def _valid_dims(cls, value: list[int]) -> list[int]:
+        if any(d < -1 for d in value):
+            raise ValueError("shape dimensions must be >= 0, or -1 for a variable dimension")
+        return value
+
+    def accepts_shape(self, shape: Iterable[int]) -> bool:
+        dims = list(shape)
+        if len(dims) != len(self.shape):
+            return False
+        return all(want in (-1, got) for want, got in zip(self.shape, dims, strict=True))
+
+
+class Signature(BaseModel):
+    """Inputs and outputs of a model."""
+
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+
+    @field_validator("inputs", "outputs")
+    @classmethod
+    def _unique_names(cls, value: list[TensorSpec]) -> list[TensorSpec]:
+        names = [t.name for t in value]
+        if len(names) != len(set(names)):
+            raise ValueError(f"tensor names must be unique, got {names}")
+        return value
+
+    def input(self, name: str) -> TensorSpec:
+        for spec in self.inputs:
+            if spec.name == name:
+                return spec
+        raise InvalidRequest(
+            f"input '{name}' not found; inputs are {_quoted(t.name for t in self.inputs)}",
+            param="inputs",
+        )
+
+    def output(self, name: str) -> TensorSpec:
+        for spec in self.outputs:
+            if spec.name == name:
+                return spec
+        raise InvalidRequest(
+            f"output '{name}' not found; outputs are {_quoted(t.name for t in self.outputs)}",
+            param="outputs",
+        )
+
+    @classmethod
+    def parse(cls, data: Mapping[str, Any] | str | bytes) -> Signature:
+        """Parse a signature given by a user; errors are ``InvalidArtifact`` (422)."""
+        try:
+            if isinstance(data, str | bytes):
+                return cls.model_validate_json(data)
+            return cls.model_validate(data)
+        except ValueError as exc:
+            raise InvalidArtifact(f"invalid signature: {exc}", param="signature") from None
+
+
+def _quoted(names: Iterable[str]) -> str:
+    return ", ".join(f"'{n}'" for n in names) or "(none)"

@@ -1,0 +1,86 @@
+"""Restarts keep everything; a corrupted blob is detected at load and never served."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import numpy as np
+from tests.integration.conftest import RunningServer
+from tests.integration.models import build_onnx, build_sklearn, iris
+
+
+def _push(server: RunningServer, name: str, path: Path) -> dict[str, object]:
+    with open(path, "rb") as f:
+        response = httpx.post(
+            f"{server.url}/api/v1/models/{name}/versions", files={"files": (path.name, f)}
+        )
+    assert response.status_code == 201, response.text
+    body: dict[str, object] = response.json()
+    return body
+
+
+def _predict(server: RunningServer, name: str, ref: str, x: np.ndarray) -> httpx.Response:
+    request = {
+        "inputs": [
+            {"name": "x", "datatype": "FP32", "shape": list(x.shape), "data": x.ravel().tolist()}
+        ]
+    }
+    return httpx.post(f"{server.url}/v2/models/{name}/versions/{ref}/infer", json=request)
+
+
+def test_models_versions_and_aliases_survive_a_restart(
+    fresh_server: RunningServer, tmp_path: Path
+) -> None:
+    onnx = build_onnx(tmp_path)
+    skl = build_sklearn(tmp_path)
+    _push(fresh_server, "keep-onnx", onnx.path)
+    _push(fresh_server, "keep-onnx", onnx.path)
+    _push(fresh_server, "keep-skl", skl.path)
+    httpx.put(
+        f"{fresh_server.url}/api/v1/models/keep-onnx/aliases/production", json={"version": 1}
+    ).raise_for_status()
+    before = httpx.get(f"{fresh_server.url}/api/v1/models").json()
+
+    fresh_server.restart()
+
+    after = httpx.get(f"{fresh_server.url}/api/v1/models").json()
+    assert after == before
+    assert [
+        v["version"]
+        for v in httpx.get(f"{fresh_server.url}/api/v1/models/keep-onnx/versions").json()[
+            "versions"
+        ]
+    ] == [1, 2]
+    x = iris()[0][:5].astype(np.float32)
+    response = _predict(fresh_server, "keep-onnx", "production", x)
+    assert response.status_code == 200, response.text
+    got = np.array(response.json()["outputs"][0]["data"]).reshape(5, 3)
+    np.testing.assert_allclose(got, onnx.reference(x), atol=1e-5)
+
+
+def test_corrupted_blob_is_detected_at_load_and_never_served(
+    fresh_server: RunningServer, tmp_path: Path
+) -> None:
+    onnx = build_onnx(tmp_path)
+    version = _push(fresh_server, "fragile", onnx.path)
+    digest = version["files"][0]["digest"]  # type: ignore[index]
+    fresh_server.stop()
+    blob = next(fresh_server.data_dir.rglob(digest))
+    data = bytearray(blob.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    blob.write_bytes(bytes(data))
+    fresh_server.start()
+
+    x = iris()[0][:2].astype(np.float32)
+    response = _predict(fresh_server, "fragile", "1", x)
+    assert response.status_code == 500
+    message = response.json()["error"]
+    assert "corrupted" in message
+    assert "mlp.onnx" in message
+    assert "fragile" in message
+    ready = httpx.get(f"{fresh_server.url}/v2/models/fragile/versions/1/ready")
+    assert ready.status_code == 503
+    download = httpx.get(f"{fresh_server.url}/api/v1/models/fragile/versions/1/files/mlp.onnx")
+    assert download.status_code == 500
+    assert "corrupted" in download.json()["error"]

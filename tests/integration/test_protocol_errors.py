@@ -1,0 +1,111 @@
+"""Client mistakes get a 4xx naming the problem; the server never answers 500 for them."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import httpx
+import pytest
+from tests.integration.conftest import RunningServer
+from tests.integration.models import build_sklearn
+
+NAME = "errors-iris"
+
+
+@pytest.fixture(scope="module")
+def iris_model(server: RunningServer, tmp_path_factory: pytest.TempPathFactory) -> str:
+    built = build_sklearn(tmp_path_factory.mktemp("iris"))
+    with open(built.path, "rb") as f:
+        response = httpx.post(
+            f"{server.url}/api/v1/models/{NAME}/versions", files={"files": ("iris.skops", f)}
+        )
+    assert response.status_code == 201, response.text
+    return NAME
+
+
+def _infer(server: RunningServer, body: object | bytes, ref: str = "1") -> httpx.Response:
+    url = f"{server.url}/v2/models/{NAME}/versions/{ref}/infer"
+    if isinstance(body, bytes):
+        return httpx.post(url, content=body, headers={"Content-Type": "application/json"})
+    return httpx.post(url, json=body)
+
+
+def _tensor(**overrides: object) -> dict[str, object]:
+    tensor: dict[str, object] = {
+        "name": "input",
+        "datatype": "FP64",
+        "shape": [1, 4],
+        "data": [5.1, 3.5, 1.4, 0.2],
+    }
+    tensor.update(overrides)
+    return {"inputs": [tensor]}
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        (b'{"inputs": [', "invalid JSON"),
+        (_tensor(shape=[1, 5], data=[1, 2, 3, 4, 5]), "shape [1, 5]; the model expects [-1, 4]"),
+        (_tensor(datatype="FP32"), "datatype FP32; the model expects FP64"),
+        (_tensor(name="pixels"), "input 'pixels' not found; inputs are 'input'"),
+        (_tensor(shape=[1, 4], data=[1, 2, 3]), "needs 4 elements, data has 3"),
+        (_tensor(datatype="INT8", data=[1, 2, 3, 400]), None),
+        ({"inputs": "x"}, "'inputs' must be a non-empty list"),
+        ({**_tensor(), "outputs": [{"name": "nope"}]}, "output 'nope' not found"),
+    ],
+)
+def test_malformed_request_gets_400_naming_the_problem(
+    server: RunningServer, iris_model: str, body: object, fragment: str | None
+) -> None:
+    response = _infer(server, body)
+    assert response.status_code == 400, response.text
+    message = response.json()["error"]
+    if fragment is not None:
+        assert fragment in message
+    assert "Traceback" not in message
+
+
+def test_unknown_model_version_and_alias_are_404(server: RunningServer, iris_model: str) -> None:
+    assert _infer(server, _tensor(), ref="9").status_code == 404
+    assert _infer(server, _tensor(), ref="staging").status_code == 404
+    response = httpx.post(f"{server.url}/v2/models/nope/infer", json=_tensor())
+    assert response.status_code == 404
+    assert "model 'nope' not found" in response.json()["error"]
+
+
+def test_pickle_upload_is_refused_with_reason(server: RunningServer, tmp_path: Path) -> None:
+    path = tmp_path / "model.pkl"
+    path.write_bytes(pickle.dumps({"weights": [1, 2, 3]}))
+    with open(path, "rb") as f:
+        response = httpx.post(
+            f"{server.url}/api/v1/models/pickled/versions", files={"files": ("model.pkl", f)}
+        )
+    assert response.status_code == 422
+    message = response.json()["error"]
+    assert "pickle" in message
+    assert "skops" in message
+    # a pickle renamed to look like a safe format is refused too
+    with open(path, "rb") as f:
+        response = httpx.post(
+            f"{server.url}/api/v1/models/pickled/versions",
+            files={"files": ("model.skops", f)},
+            data={"format": "sklearn"},
+        )
+    assert response.status_code == 422
+    assert httpx.get(f"{server.url}/api/v1/models/pickled").status_code == 404
+
+
+def test_path_traversal_in_upload_is_refused(server: RunningServer, tmp_path: Path) -> None:
+    response = httpx.post(
+        f"{server.url}/api/v1/models/slip/versions", files={"files": ("../../evil.onnx", b"x")}
+    )
+    assert response.status_code == 400
+    assert "relative" in response.json()["error"]
+
+
+def test_request_without_a_json_object_body_gets_400(
+    server: RunningServer, iris_model: str
+) -> None:
+    assert _infer(server, b"[1, 2]").status_code == 400
+    assert _infer(server, b"").status_code == 400

@@ -1,0 +1,79 @@
+"""The registry on real SQLite: numbering, aliases, references and garbage candidates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from modelbay.errors import Conflict, InvalidRequest, NotFound
+from modelbay.registry import FileEntry, NewVersion, Registry, make_engine, migrate
+from modelbay.tensors import Signature
+
+SIG = Signature.parse(
+    {
+        "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 2]}],
+        "outputs": [{"name": "y", "datatype": "FP32", "shape": [-1]}],
+    }
+)
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Registry:
+    engine = make_engine(f"sqlite:///{tmp_path}/registry.db")
+    migrate(engine)
+    migrate(engine)  # idempotent
+    return Registry(engine)
+
+
+def _version(digest: str) -> NewVersion:
+    return NewVersion(
+        format="onnx",
+        entrypoint="m.onnx",
+        files=[FileEntry(path="m.onnx", digest=digest, size=1)],
+        signature=SIG,
+    )
+
+
+def test_versions_are_numbered_per_model_and_latest_resolves(registry: Registry) -> None:
+    assert registry.add_version("a", _version("1" * 64)).version == 1
+    assert registry.add_version("a", _version("2" * 64)).version == 2
+    assert registry.add_version("b", _version("3" * 64)).version == 1
+    assert registry.get_version("a", "latest").version == 2
+    assert registry.get_model("a").latest_version == 2
+
+
+def test_alias_moves_and_blocks_deleting_its_target(registry: Registry) -> None:
+    registry.add_version("a", _version("1" * 64))
+    registry.add_version("a", _version("2" * 64))
+    registry.set_alias("a", "production", 1)
+    assert registry.get_version("a", "production").version == 1
+    with pytest.raises(Conflict, match="production"):
+        registry.delete_version("a", 1)
+    registry.set_alias("a", "production", 2)
+    assert registry.get_version("a", "production").version == 2
+    assert registry.delete_version("a", 1) == {"1" * 64}
+    assert registry.get_model("a").aliases == {"production": 2}
+
+
+def test_shared_blob_is_not_a_garbage_candidate(registry: Registry) -> None:
+    registry.add_version("a", _version("1" * 64))
+    registry.add_version("b", _version("1" * 64))
+    assert registry.delete_model("a") == set()
+    assert registry.delete_model("b") == {"1" * 64}
+
+
+def test_unknown_names_and_bad_names_are_clear_errors(registry: Registry) -> None:
+    with pytest.raises(NotFound, match="model 'nope' not found"):
+        registry.get_model("nope")
+    registry.add_version("a", _version("1" * 64))
+    with pytest.raises(NotFound, match="has no version 7"):
+        registry.get_version("a", 7)
+    with pytest.raises(NotFound, match="no version or alias 'staging'"):
+        registry.get_version("a", "staging")
+    with pytest.raises(InvalidRequest, match="invalid model name"):
+        registry.create_model("../etc")
+    with pytest.raises(InvalidRequest, match="reserved"):
+        registry.set_alias("a", "latest", 1)
+    with pytest.raises(Conflict, match="already exists"):
+        registry.create_model("a")
