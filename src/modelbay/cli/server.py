@@ -86,8 +86,7 @@ def _run(settings: Any, *, demo: bool) -> None:
 
 
 def _print_tour(url: str) -> None:
-    console.print(
-        f"""
+    tour = f"""
 [bold]modelbay is starting on {url}[/]  (Ctrl-C stops it)
 
 Try, from another terminal in this directory:
@@ -99,4 +98,4 @@ Try, from another terminal in this directory:
 
 API docs: {url}/docs
 """
-    )
+    console.print(tour, soft_wrap=True, highlight=False)
