@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
+from tests.postgres import postgres_server
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -15,3 +17,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         for tier in ("unit", "integration"):
             if tier in parts:
                 item.add_marker(getattr(pytest.mark, tier))
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A real PostgreSQL server's URL; skipped without PostgreSQL, except in CI where it fails."""
+    with postgres_server() as url:
+        if url is None:
+            if os.environ.get("CI"):
+                pytest.fail("PostgreSQL server binaries not found; .ci/run installs them")
+            pytest.skip("PostgreSQL server binaries (initdb) not installed")
+        yield url

@@ -26,13 +26,9 @@ class RunningServer:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        env = {
-            **os.environ,
-            "HF_HUB_OFFLINE": "1",
-            "MODELBAY_LOG_LEVEL": "warning",
-            **self.extra_env,
-        }
-        env.pop("MODELBAY_DATABASE_URL", None)
+        # The server's settings come from this fixture only, not from the caller's shell.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MODELBAY_")}
+        env.update(HF_HUB_OFFLINE="1", MODELBAY_LOG_LEVEL="warning", **self.extra_env)
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 [

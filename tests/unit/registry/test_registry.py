@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 from modelbay.errors import Conflict, InvalidRequest, NotFound
 from modelbay.registry import FileEntry, NewVersion, Registry, make_engine, migrate
+from modelbay.registry.tables import Base
 from modelbay.tensors import Signature
 
 SIG = Signature.parse(
@@ -18,12 +21,21 @@ SIG = Signature.parse(
 )
 
 
-@pytest.fixture
-def registry(tmp_path: Path) -> Registry:
-    engine = make_engine(f"sqlite:///{tmp_path}/registry.db")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def registry(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Registry]:
+    """The same code on both databases; PostgreSQL starts each test from an empty schema."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path}/registry.db"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        Base.metadata.drop_all(conn)
+        conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
     migrate(engine)
     migrate(engine)  # idempotent
-    return Registry(engine)
+    yield Registry(engine)
+    engine.dispose()
 
 
 def _version(digest: str) -> NewVersion:
