@@ -115,6 +115,35 @@ class Signature(BaseModel):
             param="outputs",
         )
 
+    def check_inputs(self, inputs: Mapping[str, np.ndarray]) -> None:
+        """Names, datatypes and shapes of request inputs against this signature (400)."""
+        for name, array in inputs.items():
+            spec = self.input(name)
+            got = datatype_of(array)
+            if got != spec.datatype:
+                raise InvalidRequest(
+                    f"input '{name}' has datatype {got}; the model expects {spec.datatype}",
+                    param="inputs",
+                )
+            if not spec.accepts_shape(array.shape):
+                raise InvalidRequest(
+                    f"input '{name}' has shape {list(array.shape)}; the model expects "
+                    f"{spec.shape} (-1: any size)",
+                    param="inputs",
+                )
+        missing = [s.name for s in self.inputs if s.name not in inputs]
+        if missing:
+            raise InvalidRequest(
+                f"missing input(s) {_quoted(missing)}; the model needs "
+                f"{_quoted(s.name for s in self.inputs)}",
+                param="inputs",
+            )
+
+    def check_outputs(self, names: Iterable[str]) -> None:
+        """Requested output names must exist (400 naming the valid ones)."""
+        for name in names:
+            self.output(name)
+
     @classmethod
     def parse(cls, data: Mapping[str, Any] | str | bytes) -> Signature:
         """Parse a signature given by a user; errors are ``InvalidArtifact`` (422)."""

@@ -16,7 +16,7 @@ from modelbay.api.errors import install_error_handlers
 from modelbay.api.limits import BodyLimit
 from modelbay.catalog import Catalog
 from modelbay.registry import Registry, make_engine, migrate
-from modelbay.serving import ServedModels
+from modelbay.serving import InferenceService, ServedModels
 from modelbay.settings import Settings
 from modelbay.store import LocalArtifactStore
 
@@ -41,7 +41,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         on_removed=served.remove,
     )
     pool = ThreadPoolExecutor(settings.inference_threads, thread_name_prefix="infer")
-    ctx = AppContext(settings, registry, catalog, served, pool)
+    ctx = AppContext(settings, registry, catalog, served, InferenceService(served, pool))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -10,7 +9,7 @@ from fastapi import Depends, Request
 
 from modelbay.catalog import Catalog
 from modelbay.registry import Registry
-from modelbay.serving import ServedModels
+from modelbay.serving import InferenceService, ServedModels
 from modelbay.settings import Settings
 
 
@@ -22,7 +21,7 @@ class AppContext:
     registry: Registry
     catalog: Catalog
     served: ServedModels
-    inference_pool: ThreadPoolExecutor
+    inference: InferenceService
 
 
 def _context(request: Request) -> AppContext:

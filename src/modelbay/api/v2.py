@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -14,7 +13,6 @@ from modelbay.api.context import AppContext, ContextDep
 from modelbay.errors import InvalidRequest, ModelbayError
 from modelbay.protocols import v2
 from modelbay.registry import LATEST
-from modelbay.serving import LoadedModel
 from modelbay.tensors import DATATYPES
 
 router = APIRouter(prefix="/v2", tags=["v2 inference"])
@@ -122,7 +120,7 @@ async def version_infer(ctx: ContextDep, request: Request, name: str, version: s
 
 
 def _metadata(ctx: AppContext, name: str, ref: str) -> dict[str, Any]:
-    record, _ = ctx.served.resolve(name, ref)
+    record = ctx.inference.version(name, ref)
     versions = [str(v.version) for v in ctx.registry.list_versions(name)]
     sig = record.signature
     return {
@@ -142,7 +140,7 @@ def _platform(fmt: str) -> str:
 
 async def _ready(ctx: AppContext, name: str, ref: str) -> Response:
     try:
-        loaded = await _loaded(ctx, name, ref)
+        loaded = await ctx.inference.loaded(name, ref)
     except ModelbayError as exc:
         if exc.status == 404:
             raise
@@ -150,35 +148,21 @@ async def _ready(ctx: AppContext, name: str, ref: str) -> Response:
     return JSONResponse({"name": name, "version": str(loaded.version), "ready": True})
 
 
-async def _loaded(ctx: AppContext, name: str, ref: str) -> LoadedModel:
-    loaded = ctx.served.cached(name, ref)
-    if loaded is None:
-        loaded = await run_in_threadpool(ctx.served.get, name, ref)
-    return loaded
-
-
 async def _infer(ctx: AppContext, request: Request, name: str, ref: str) -> Response:
     header_length = _header_length(request)
     body = await request.body()
-    loop = asyncio.get_running_loop()
-    pool = ctx.inference_pool
     if len(body) > _DECODE_IN_THREAD_BYTES:
-        req = await loop.run_in_executor(pool, v2.decode_request, body, header_length)
+        req = await run_in_threadpool(v2.decode_request, body, header_length)
     else:
         req = v2.decode_request(body, header_length)
-    model = await _loaded(ctx, name, ref)
-    v2.validate_inputs(req.inputs, model.signature)
-    v2.check_outputs(req.outputs, model.signature)
     wanted = [o.name for o in req.outputs] if req.outputs else None
-    outputs = await loop.run_in_executor(pool, model.infer, req.inputs, wanted)
-    if wanted is None:
-        outputs = {s.name: outputs[s.name] for s in model.signature.outputs if s.name in outputs}
+    result = await ctx.inference.infer(name, ref, req.inputs, wanted)
     content, json_length = v2.encode_response(
         model_name=name,
-        model_version=str(model.version),
-        outputs=outputs,
+        model_version=str(result.version),
+        outputs=result.outputs,
         request=req,
-        labels=model.labels,
+        labels=result.labels,
     )
     if json_length is None:
         return Response(content, media_type=v2.JSON_CONTENT_TYPE)

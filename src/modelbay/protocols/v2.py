@@ -17,7 +17,7 @@ import numpy as np
 import orjson
 
 from modelbay.errors import InvalidRequest
-from modelbay.tensors import Signature, datatype_of, numpy_dtype
+from modelbay.tensors import datatype_of, numpy_dtype
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 JSON_CONTENT_TYPE = "application/json"
@@ -75,37 +75,6 @@ def decode_request(body: bytes, header_length: int | None = None) -> InferReques
         id=_optional_str(doc.get("id"), "id"),
         parameters=_parameters(doc.get("parameters"), "parameters"),
     )
-
-
-def validate_inputs(inputs: dict[str, np.ndarray], signature: Signature) -> None:
-    """Check names, datatypes and shapes against the model's signature (400 on mismatch)."""
-    for name, array in inputs.items():
-        spec = signature.input(name)
-        got = datatype_of(array)
-        if got != spec.datatype:
-            raise InvalidRequest(
-                f"input '{name}' has datatype {got}; the model expects {spec.datatype}",
-                param="inputs",
-            )
-        if not spec.accepts_shape(array.shape):
-            raise InvalidRequest(
-                f"input '{name}' has shape {list(array.shape)}; the model expects "
-                f"{spec.shape} (-1: any size)",
-                param="inputs",
-            )
-    missing = [s.name for s in signature.inputs if s.name not in inputs]
-    if missing:
-        raise InvalidRequest(
-            f"missing input(s) {', '.join(repr(m) for m in missing)}; the model needs "
-            f"{', '.join(repr(s.name) for s in signature.inputs)}",
-            param="inputs",
-        )
-
-
-def check_outputs(requested: list[RequestedOutput] | None, signature: Signature) -> None:
-    """Reject requested outputs the model does not have (400)."""
-    for out in requested or []:
-        signature.output(out.name)
 
 
 def encode_response(
