@@ -1,144 +1,272 @@
-"""Serving benchmark: the real server under load from a separate process, side by side
-with the in-process limit of the same runtime.
+"""Serving benchmark: the real server under load from separate processes, side by side
+with the in-process limit of the same runtime, printing ratios measured in one run.
 
-    .venv/bin/python bench/serving.py [--seconds 5] [--concurrency 1,8,32]
+    .venv/bin/python bench/serving.py [--seconds 5] [--only cifar,resnet,binary,overload,kill]
 
-Builds the CIFAR-10 CNN of the PyTorch tutorial (seed 000: conv 3->6 k5, pool, conv 6->16
-k5, fc 400->120->84->10; random weights: only speed is measured), exports it to ONNX,
-starts ``modelbay serve`` on a free 127.0.0.1 port, pushes the model and prints
-throughput and latency per concurrency for JSON and binary requests, then the ratios.
+Scenarios (models are built here with random weights; only speed is measured):
+  cifar     the CIFAR-10 CNN of seed 000 at 64 clients: max_batch_size=64 vs 1
+  resnet    a ResNet-18-style CNN on [N,3,64,64]: served vs in-process best batch
+  binary    a [1,3,224,224] FP32 request: server CPU per request, JSON vs binary
+  overload  twice the clients the server sustains, small queue: every request answered
+  kill      kill -9 of a replica under load: answers, and time to a ready replacement
 Not a test: figures depend on the machine; docs/performance.md records measured ones.
 """
 
 from __future__ import annotations
 
 import argparse
-import http.client
-import json
-import multiprocessing as mp
 import os
+import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import httpx
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from loadgen import LoadResult, http_request, run_load  # noqa: E402
+from models import cifar_cnn, image_mean, resnet18_style  # noqa: E402
 
 from modelbay.protocols import v2  # noqa: E402
 
 
-def build_cifar_cnn(path: Path) -> None:
-    import torch
-    from torch import nn
+class Server:
+    """``modelbay serve`` in a subprocess, with the management calls the scenarios need."""
 
-    class Net(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.conv1 = nn.Conv2d(3, 6, 5)
-            self.pool = nn.MaxPool2d(2, 2)
-            self.conv2 = nn.Conv2d(6, 16, 5)
-            self.fc1 = nn.Linear(16 * 5 * 5, 120)
-            self.fc2 = nn.Linear(120, 84)
-            self.fc3 = nn.Linear(84, 10)
+    def __init__(self, data_dir: Path):
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, "MODELBAY_LOG_LEVEL": "warning"}
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "modelbay",
+                "serve",
+                "--port",
+                str(self.port),
+                "--grpc-port",
+                "0",
+                "--data-dir",
+                str(data_dir),
+            ],
+            env=env,
+        )
+        self.http = httpx.Client(base_url=self.url, timeout=120)
+        _wait(lambda: self._ok("/v2/health/ready"), 60)
 
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            x = self.pool(torch.relu(self.conv1(x)))  # [N,6,14,14]
-            x = self.pool(torch.relu(self.conv2(x)))  # [N,16,5,5]
-            x = torch.flatten(x, 1)  # [N,400]
-            x = torch.relu(self.fc1(x))
-            x = torch.relu(self.fc2(x))
-            return self.fc3(x)  # [N,10]
+    def _ok(self, path: str) -> bool:
+        try:
+            return self.http.get(path).status_code == 200
+        except httpx.TransportError:
+            return False
 
-    torch.onnx.export(
-        Net().eval(),
-        (torch.zeros(1, 3, 32, 32),),
-        str(path),
-        input_names=["image"],
-        output_names=["logits"],
-        dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
-        dynamo=False,
+    def push(self, name: str, path: Path) -> None:
+        with open(path, "rb") as f:
+            r = self.http.post(f"/api/v1/models/{name}/versions", files={"files": (path.name, f)})
+        r.raise_for_status()
+
+    def deploy(self, name: str, **config: Any) -> None:
+        self.http.post("/api/v1/deployments", json={"model": name, **config}).raise_for_status()
+        want = config.get("min_replicas", 1)
+        _wait(lambda: self.replicas(name) >= want, 120)
+
+    def replicas(self, name: str) -> int:
+        status = self.http.get(f"/api/v1/deployments/{name}").json()["status"]
+        return sum(v["replicas"] for v in status["versions"])
+
+    def pids(self, name: str) -> list[int]:
+        status = self.http.get(f"/api/v1/deployments/{name}").json()["status"]
+        return [p for v in status["versions"] for p in v["pids"]]
+
+    def cpu_seconds(self) -> float:
+        """CPU time of the server and its replica processes so far."""
+        pids = [self.process.pid, *_children(self.process.pid)]
+        return sum(_cpu(pid) for pid in pids)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=60)
+
+
+def infer_request(name: str, array: np.ndarray, *, binary: bool) -> bytes:
+    body, length = v2.encode_request({"image": array}, binary=binary)
+    headers = {"Content-Type": "application/json"}
+    if length is not None:
+        headers = {"Content-Type": "application/octet-stream", v2.HEADER_LENGTH: str(length)}
+    return http_request(f"/v2/models/{name}/infer", body, headers)
+
+
+def row(label: str, r: LoadResult) -> str:
+    codes = " ".join(f"{k}:{v}" for k, v in sorted(r.statuses.items()))
+    return (
+        f"  {label:34} {r.rps:9.0f} req/s   p50 {r.p50:7.2f} ms   p99 {r.percentile(0.99):7.2f} ms"
+        f"   [{codes}{' errors:' + str(r.errors) if r.errors else ''}]"
     )
 
 
-def in_process(path: Path, seconds: float) -> dict[int, float]:
-    """Samples/s of the ONNX runtime itself, by batch size (one intra-op thread)."""
+def in_process(
+    path: Path, shape: tuple[int, ...], threads: int, seconds: float
+) -> dict[int, float]:
+    """Samples/s of the ONNX runtime called directly, by batch size."""
     from modelbay.runtimes import load_runtime
 
-    runtime = load_runtime("onnx", path.parent, path.name, None, threads=1)
+    runtime = load_runtime("onnx", path.parent, path.name, None, threads=threads)
     result = {}
-    for batch in (1, 8, 64):
-        x = {"image": np.random.default_rng(0).random((batch, 3, 32, 32), np.float32)}
+    for batch in (1, 8, 32, 64):
+        x = {"image": np.random.default_rng(0).random((batch, *shape), np.float32)}
+        runtime.infer(x)
         calls, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds / 3:
+        while time.perf_counter() - start < seconds:
             runtime.infer(x)
             calls += 1
         result[batch] = calls * batch / (time.perf_counter() - start)
     return result
 
 
-def _client(
-    port: int,
-    body: bytes,
-    headers: dict[str, str],
-    seconds: float,
-    concurrency: int,
-    queue: mp.Queue,
-) -> None:  # type: ignore[type-arg]
-    latencies: list[float] = []
-    statuses: dict[int, int] = {}
-    lock = threading.Lock()
-    deadline = time.perf_counter() + seconds
-
-    def worker() -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        mine: list[float] = []
-        codes: dict[int, int] = {}
-        while time.perf_counter() < deadline:
-            t0 = time.perf_counter()
-            conn.request("POST", "/v2/models/cifar-cnn/infer", body=body, headers=headers)
-            response = conn.getresponse()
-            response.read()
-            mine.append(time.perf_counter() - t0)
-            codes[response.status] = codes.get(response.status, 0) + 1
-        conn.close()
-        with lock:
-            latencies.extend(mine)
-            for code, n in codes.items():
-                statuses[code] = statuses.get(code, 0) + n
-
-    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
-    start = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    queue.put((latencies, statuses, time.perf_counter() - start))
-
-
-def load(port: int, binary: bool, seconds: float, concurrency: int) -> dict[str, float]:
+def scenario_cifar(server: Server, models: Path, seconds: float) -> float:
+    print("\n[cifar] CIFAR-10 CNN of seed 000, [1,3,32,32] binary requests, 64 clients")
+    limit = in_process(models / "cifar.onnx", (3, 32, 32), 1, seconds / 4)
+    print(
+        "  in-process ONNX, 1 thread, samples/s by batch: "
+        + ", ".join(f"{b}: {r:,.0f}" for b, r in limit.items())
+    )
     x = np.random.default_rng(1).random((1, 3, 32, 32), np.float32)
-    body, length = v2.encode_request({"image": x}, binary=binary)
-    headers = {"Content-Type": "application/json"}
-    if length is not None:
-        headers = {"Content-Type": "application/octet-stream", v2.HEADER_LENGTH: str(length)}
-    queue: mp.Queue = mp.Queue()  # type: ignore[type-arg]
-    proc = mp.Process(target=_client, args=(port, body, headers, seconds, concurrency, queue))
-    proc.start()
-    latencies, statuses, elapsed = queue.get(timeout=seconds + 120)
-    proc.join()
-    ordered = sorted(latencies)
-    return {
-        "rps": len(latencies) / elapsed,
-        "p50_ms": 1000 * statistics.median(ordered),
-        "p99_ms": 1000 * ordered[int(0.99 * (len(ordered) - 1))],
-        "ok": statuses.get(200, 0) / max(1, len(latencies)),
-    }
+    results = {}
+    for mbs in (1, 64):
+        name = f"cifar-b{mbs}"
+        server.push(name, models / "cifar.onnx")
+        server.deploy(name, max_batch_size=mbs, max_queue_delay_ms=2, queue_capacity=1024)
+        results[mbs] = run_load(server.port, infer_request(name, x, binary=True), 64, seconds)
+        print(row(f"max_batch_size={mbs}", results[mbs]))
+        server.http.delete(f"/api/v1/deployments/{name}")
+    ratio = results[64].rps / results[1].rps
+    print(f"  => batched / unbatched throughput: {ratio:.2f}x")
+    return results[64].rps
+
+
+def scenario_resnet(server: Server, models: Path, seconds: float) -> None:
+    print("\n[resnet] ResNet-18-style CNN, [1,3,64,64] binary requests")
+    limit = in_process(models / "resnet.onnx", (3, 64, 64), 2, seconds / 4)
+    best = max(limit.values())
+    print(
+        "  in-process ONNX, 2 threads, samples/s by batch: "
+        + ", ".join(f"{b}: {r:,.1f}" for b, r in limit.items())
+    )
+    x = np.random.default_rng(1).random((1, 3, 64, 64), np.float32)
+    server.push("resnet", models / "resnet.onnx")
+    server.deploy(
+        "resnet",
+        min_replicas=1,
+        max_replicas=1,
+        threads_per_replica=2,
+        max_batch_size=32,
+        max_queue_delay_ms=5,
+    )
+    served = run_load(server.port, infer_request("resnet", x, binary=True), 32, seconds)
+    print(row("served, 1 replica x 2 threads", served))
+    print(f"  => served / in-process best-batch throughput: {served.rps / best:.2f}")
+    server.http.delete("/api/v1/deployments/resnet")
+
+
+def scenario_binary(server: Server, models: Path, seconds: float) -> None:
+    print("\n[binary] [1,3,224,224] FP32 request to a near-free model: server CPU per request")
+    server.push("mean224", models / "mean224.onnx")
+    server.deploy("mean224", max_batch_size=1)
+    x = np.random.default_rng(1).random((1, 3, 224, 224), np.float32)
+    cost = {}
+    for binary in (False, True):
+        request = infer_request("mean224", x, binary=binary)
+        before = server.cpu_seconds()
+        result = run_load(server.port, request, 4, seconds)
+        spent = server.cpu_seconds() - before
+        count = len(result.latencies)
+        cost[binary] = spent / max(1, count)
+        label = f"{'binary' if binary else 'JSON':6} ({len(request) / 1e6:.2f} MB body)"
+        print(row(label, result) + f"   server CPU {1000 * cost[binary]:.2f} ms/request")
+    print(f"  => JSON / binary server CPU per request: {cost[False] / cost[True]:.1f}x")
+    server.http.delete("/api/v1/deployments/mean224")
+
+
+def scenario_overload(server: Server, models: Path, seconds: float, sustained: float) -> None:
+    print("\n[overload] CIFAR CNN, queue of 64, 2 s timeout, 256 clients (4x those measured)")
+    server.push("cifar-over", models / "cifar.onnx")
+    server.deploy(
+        "cifar-over",
+        max_batch_size=64,
+        max_queue_delay_ms=2,
+        queue_capacity=64,
+        request_timeout_ms=2000,
+    )
+    x = np.random.default_rng(1).random((1, 3, 32, 32), np.float32)
+    result = run_load(server.port, infer_request("cifar-over", x, binary=True), 256, seconds)
+    print(row("256 clients", result))
+    unexpected = {k: v for k, v in result.statuses.items() if k not in (200, 429, 503, 504)}
+    print(
+        f"  => answered 200 at {result.statuses.get(200, 0) / seconds:,.0f}/s "
+        f"(sustained {sustained:,.0f}/s); unexpected statuses: {unexpected or 'none'}; "
+        f"connection errors: {result.errors}; slowest answer {1000 * max(result.latencies):.0f} ms"
+    )
+    server.http.delete("/api/v1/deployments/cifar-over")
+
+
+def scenario_kill(server: Server, models: Path, seconds: float) -> None:
+    print("\n[kill] kill -9 of one of 2 replicas under load (16 clients)")
+    server.push("cifar-kill", models / "cifar.onnx")
+    server.deploy("cifar-kill", min_replicas=2, max_replicas=2, max_batch_size=32)
+    x = np.random.default_rng(1).random((1, 3, 32, 32), np.float32)
+    victim = server.pids("cifar-kill")[0]
+    pid = os.fork()
+    if pid == 0:  # the killer: waits a third of the run, then kills and times the replacement
+        time.sleep(seconds / 3)
+        os.kill(victim, signal.SIGKILL)
+        killed = time.perf_counter()
+        _wait(
+            lambda: server.replicas("cifar-kill") == 2 and victim not in server.pids("cifar-kill"),
+            30,
+        )
+        print(f"  replacement ready {time.perf_counter() - killed:.2f} s after the kill")
+        os._exit(0)
+    result = run_load(server.port, infer_request("cifar-kill", x, binary=True), 16, seconds)
+    os.waitpid(pid, 0)
+    print(row("16 clients through the kill", result))
+    server.http.delete("/api/v1/deployments/cifar-kill")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=5.0, help="per measurement")
+    parser.add_argument("--only", default="cifar,resnet,binary,overload,kill")
+    args = parser.parse_args()
+    only = set(args.only.split(","))
+    tmp = Path(tempfile.mkdtemp(prefix="modelbay-bench-"))
+    models = tmp / "models"
+    models.mkdir()
+    cifar_cnn(models / "cifar.onnx")
+    resnet18_style(models / "resnet.onnx")
+    image_mean(models / "mean224.onnx")
+    print(f"modelbay serving benchmark: {os.cpu_count()} CPUs, {args.seconds:g} s per load run")
+    server = Server(tmp / "data")
+    try:
+        sustained = scenario_cifar(server, models, args.seconds) if "cifar" in only else 0.0
+        if "resnet" in only:
+            scenario_resnet(server, models, args.seconds)
+        if "binary" in only:
+            scenario_binary(server, models, args.seconds)
+        if "overload" in only:
+            scenario_overload(server, models, args.seconds, sustained)
+        if "kill" in only:
+            scenario_kill(server, models, args.seconds)
+    finally:
+        server.stop()
 
 
 def _free_port() -> int:
@@ -147,93 +275,28 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--concurrency", default="1,8,32")
-    args = parser.parse_args()
-    levels = [int(c) for c in args.concurrency.split(",")]
+def _wait(predicate: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise SystemExit("timed out waiting for the server")
+        time.sleep(0.1)
 
-    tmp = Path(tempfile.mkdtemp(prefix="modelbay-bench-"))
-    model = tmp / "cifar_cnn.onnx"
-    build_cifar_cnn(model)
-    port = _free_port()
-    env = {**os.environ, "MODELBAY_LOG_LEVEL": "warning"}
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "modelbay",
-            "serve",
-            "--port",
-            str(port),
-            "--data-dir",
-            str(tmp / "data"),
-        ],
-        env=env,
-    )
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children = (task / "children").read_text().split()
+        found += [int(c) for c in children]
+    return found
+
+
+def _cpu(pid: int) -> float:
     try:
-        _wait_ready(port)
-        _push(port, model)
-        limit = in_process(model, args.seconds)
-        print(
-            "in-process ONNX runtime, samples/s by batch: "
-            + ", ".join(f"{b}: {r:,.0f}" for b, r in limit.items())
-        )
-        print(f"{'encoding':8} {'clients':>7} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'ok':>6}")
-        rows = {}
-        for binary in (False, True):
-            for c in levels:
-                r = load(port, binary, args.seconds, c)
-                rows[(binary, c)] = r
-                print(
-                    f"{'binary' if binary else 'json':8} {c:>7} {r['rps']:>8.0f} "
-                    f"{r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['ok']:>6.1%}"
-                )
-        best = max(r["rps"] for r in rows.values())
-        print(f"served req/s (best) / in-process batch-1 calls/s: {best / limit[1]:.2f}")
-        print(
-            f"served req/s (best) / in-process best-batch samples/s: "
-            f"{best / max(limit.values()):.3f}"
-        )
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-
-
-def _wait_ready(port: int) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", "/v2/health/ready")
-            if conn.getresponse().status == 200:
-                return
-        except OSError:
-            time.sleep(0.2)
-    raise SystemExit("server did not become ready")
-
-
-def _push(port: int, model: Path) -> None:
-    boundary = "modelbaybench"
-    payload = (
-        (
-            f'--{boundary}\r\nContent-Disposition: form-data; name="files"; '
-            f'filename="{model.name}"\r\nContent-Type: application/octet-stream\r\n\r\n'
-        ).encode()
-        + model.read_bytes()
-        + f"\r\n--{boundary}--\r\n".encode()
-    )
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    conn.request(
-        "POST",
-        "/api/v1/models/cifar-cnn/versions",
-        body=payload,
-        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
-    )
-    response = conn.getresponse()
-    if response.status != 201:
-        raise SystemExit(f"push failed: {response.status} {json.loads(response.read())}")
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,9 @@ that is not a ``ModelbayError`` is a bug and is answered with an opaque 500.
     ├── Conflict (409)         already exists, still referenced
     ├── PayloadTooLarge (413)  body or upload over the configured limit
     ├── InvalidArtifact (422)  unsupported or unsafe format, invalid signature
-    ├── ModelNotReady (503)    the model cannot serve right now
+    ├── Overloaded (429)       queue full or rate limited; carries ``retry_after``
+    ├── ModelNotReady (503)    the model cannot serve right now; may carry ``retry_after``
+    ├── DeadlineExceeded (504) the request's time ran out before it could run
     └── ArtifactCorrupted (500) a stored blob no longer matches its digest
 """
 
@@ -23,12 +25,21 @@ class ModelbayError(Exception):
 
     status: int = 500
 
-    def __init__(self, message: str, *, status: int | None = None, param: str | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        param: str | None = None,
+        retry_after: float | None = None,
+    ):
         super().__init__(message)
         self.message = message
         if status is not None:
             self.status = status
         self.param = param
+        self.retry_after = retry_after
+        """Seconds after which a retry may succeed (sent as ``Retry-After``)."""
 
     def __str__(self) -> str:
         return self.message
@@ -54,8 +65,22 @@ class InvalidArtifact(ModelbayError):
     status = 422
 
 
+class Overloaded(ModelbayError):
+    status = 429
+
+
 class ModelNotReady(ModelbayError):
     status = 503
+
+
+class DeadlineExceeded(ModelbayError):
+    status = 504
+
+
+class ClientDisconnected(ModelbayError):
+    """The client went away; nobody reads the answer (nginx's 499)."""
+
+    status = 499
 
 
 class ArtifactCorrupted(ModelbayError):
@@ -64,11 +89,14 @@ class ArtifactCorrupted(ModelbayError):
 
 __all__ = [
     "ArtifactCorrupted",
+    "ClientDisconnected",
     "Conflict",
+    "DeadlineExceeded",
     "InvalidArtifact",
     "InvalidRequest",
     "ModelNotReady",
     "ModelbayError",
     "NotFound",
+    "Overloaded",
     "PayloadTooLarge",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -25,6 +26,9 @@ class Settings(BaseSettings):
     port: int = 8080
     """Port of the HTTP server."""
 
+    grpc_port: int = 8081
+    """Port of the V2 gRPC server; 0 disables it."""
+
     max_upload_bytes: int = 8 * 1024**3
     """Largest model upload accepted (all files of one version together)."""
 
@@ -39,6 +43,16 @@ class Settings(BaseSettings):
 
     load_on_push: bool = True
     """Load (and so validate) a version as soon as it is pushed."""
+
+    replica_mode: Literal["process", "inprocess"] = "process"
+    """Deployment replicas as worker processes, or threads of the server (debugging)."""
+
+    reconcile_interval_s: float = 2.0
+    """How often deployments are reconciled with the registry (changes made through
+    this server apply at once; the interval bounds lag from other frontends)."""
+
+    metrics_public: bool = True
+    """Serve /metrics without authentication."""
 
     log_level: str = "info"
     """Log level of the server."""

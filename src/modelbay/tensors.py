@@ -76,11 +76,13 @@ class TensorSpec(BaseModel):
             raise ValueError("shape dimensions must be >= 0, or -1 for a variable dimension")
         return value
 
-    def accepts_shape(self, shape: Iterable[int]) -> bool:
-        dims = list(shape)
-        if len(dims) != len(self.shape):
+    def accepts_shape(self, shape: tuple[int, ...] | list[int]) -> bool:
+        if len(shape) != len(self.shape):
             return False
-        return all(want in (-1, got) for want, got in zip(self.shape, dims, strict=True))
+        for want, got in zip(self.shape, shape, strict=True):
+            if want != -1 and want != got:
+                return False
+        return True
 
 
 class Signature(BaseModel):

@@ -23,6 +23,8 @@ class RunningServer:
         self.log_path = log_path
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.grpc_port = _free_port()
+        self.grpc_url = f"127.0.0.1:{self.grpc_port}"
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -40,6 +42,8 @@ class RunningServer:
                     "127.0.0.1",
                     "--port",
                     str(self.port),
+                    "--grpc-port",
+                    str(self.grpc_port),
                     "--data-dir",
                     str(self.data_dir),
                 ],

@@ -10,13 +10,20 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from modelbay import __version__
+from modelbay.api import deployments as deployments_api
 from modelbay.api import management, v2
+from modelbay.api import metrics as metrics_api
 from modelbay.api.context import AppContext
 from modelbay.api.errors import install_error_handlers
+from modelbay.api.grpc_server import STOP_GRACE_S, start_grpc_server
 from modelbay.api.limits import BodyLimit
+from modelbay.api.v2_infer import InferFastPath
 from modelbay.catalog import Catalog
-from modelbay.registry import Registry, make_engine, migrate
+from modelbay.registry import DeploymentStore, Registry, make_engine, migrate
 from modelbay.serving import InferenceService, ServedModels
+from modelbay.serving.controller import DeploymentController
+from modelbay.serving.metrics import ServingMetrics
+from modelbay.serving.replica import replica_factory
 from modelbay.settings import Settings
 from modelbay.store import LocalArtifactStore
 
@@ -41,11 +48,30 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         on_removed=served.remove,
     )
     pool = ThreadPoolExecutor(settings.inference_threads, thread_name_prefix="infer")
-    ctx = AppContext(settings, registry, catalog, served, InferenceService(served, pool))
+    metrics = ServingMetrics()
+    deployments = DeploymentStore(engine)
+    controller = DeploymentController(
+        registry,
+        deployments,
+        replica_factory(settings.replica_mode),
+        metrics,
+        blob_dir=str(settings.blob_dir),
+        interval_s=settings.reconcile_interval_s,
+    )
+    inference = InferenceService(served, pool, controller, metrics)
+    ctx = AppContext(settings, registry, catalog, served, inference, deployments, controller)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        controller.start()
+        # On uvicorn's event loop, so gRPC and HTTP share the served models and the pool.
+        grpc_server = None
+        if settings.grpc_port:
+            grpc_server = await start_grpc_server(ctx, settings.host, settings.grpc_port)
         yield
+        if grpc_server is not None:
+            await grpc_server.stop(STOP_GRACE_S)
+        await controller.stop()
         pool.shutdown(wait=True, cancel_futures=True)
         served.close()
         engine.dispose()
@@ -60,10 +86,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(v2.router)
     app.include_router(management.router)
+    app.include_router(deployments_api.router)
+    app.include_router(metrics_api.router)
     app.add_middleware(
         BodyLimit,
         default=settings.max_request_bytes,
         uploads=settings.max_upload_bytes,
         upload_suffix=management.UPLOAD_SUFFIX,
     )
+    app.add_middleware(InferFastPath, inference=inference, max_body=settings.max_request_bytes)
     return app

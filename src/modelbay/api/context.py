@@ -8,8 +8,9 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from modelbay.catalog import Catalog
-from modelbay.registry import Registry
+from modelbay.registry import DeploymentStore, Registry
 from modelbay.serving import InferenceService, ServedModels
+from modelbay.serving.controller import DeploymentController
 from modelbay.settings import Settings
 
 
@@ -22,9 +23,12 @@ class AppContext:
     catalog: Catalog
     served: ServedModels
     inference: InferenceService
+    deployments: DeploymentStore
+    controller: DeploymentController
 
 
-def _context(request: Request) -> AppContext:
+async def _context(request: Request) -> AppContext:
+    # async: a plain def dependency would cost a thread hop on every request
     ctx: AppContext = request.app.state.ctx
     return ctx
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import uuid
 
 from fastapi import FastAPI, Request
@@ -21,14 +22,22 @@ def error_response(
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
+def retry_after_value(seconds: float) -> str:
+    """``Retry-After`` takes whole seconds; round up so clients never come back too early."""
+    return str(max(1, math.ceil(seconds)))
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Typed errors keep their status; validation errors name fields; the rest is opaque."""
 
     @app.exception_handler(ModelbayError)
     async def _modelbay(_: Request, exc: ModelbayError) -> JSONResponse:
-        if exc.status >= 500:
+        if exc.status >= 500 and exc.status not in (503, 504):
             log.error("%s: %s", type(exc).__name__, exc.message)
-        return error_response(exc.status, exc.message)
+        headers = None
+        if exc.retry_after is not None:
+            headers = {"Retry-After": retry_after_value(exc.retry_after)}
+        return error_response(exc.status, exc.message, headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -126,7 +126,9 @@ async def push_version(
         source=_json_object(source, "source"),
         tags={str(k): str(v) for k, v in _json_object(tags, "tags").items()},
     )
-    return await run_in_threadpool(ctx.catalog.push, name, push)
+    record = await run_in_threadpool(ctx.catalog.push, name, push)
+    ctx.controller.notify()  # a deployment following "latest" rolls to the new version
+    return record
 
 
 @router.get("/models/{name}/versions/{version}", summary="Get a version by number or alias")
@@ -181,6 +183,7 @@ def list_aliases(ctx: ContextDep, name: str) -> AliasList:
 def set_alias(ctx: ContextDep, name: str, alias: str, body: AliasTarget) -> VersionRecord:
     record = ctx.registry.set_alias(name, check_alias_name(alias), body.version)
     ctx.served.invalidate(name)
+    ctx.controller.notify()
     return record
 
 
@@ -188,6 +191,7 @@ def set_alias(ctx: ContextDep, name: str, alias: str, body: AliasTarget) -> Vers
 def delete_alias(ctx: ContextDep, name: str, alias: str) -> Response:
     ctx.registry.delete_alias(name, alias)
     ctx.served.invalidate(name)
+    ctx.controller.notify()
     return Response(status_code=204)
 
 

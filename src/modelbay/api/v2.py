@@ -5,20 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from modelbay import __version__
 from modelbay.api.context import AppContext, ContextDep
-from modelbay.errors import InvalidRequest, ModelbayError
+from modelbay.api.v2_infer import answer_infer
+from modelbay.errors import ModelbayError
 from modelbay.protocols import v2
-from modelbay.registry import LATEST
 from modelbay.tensors import DATATYPES
 
 router = APIRouter(prefix="/v2", tags=["v2 inference"])
 
 EXTENSIONS = ["binary_tensor_data", "classification"]
-_DECODE_IN_THREAD_BYTES = 64 * 1024
 
 _INFER_BODY = {
     "requestBody": {
@@ -83,9 +81,9 @@ def ready(ctx: ContextDep) -> dict[str, bool]:
     return {"ready": True}
 
 
-@router.get("/models/{name}", summary="Model metadata (latest version)")
+@router.get("/models/{name}", summary="Model metadata (deployed or latest version)")
 def model_metadata(ctx: ContextDep, name: str) -> dict[str, Any]:
-    return _metadata(ctx, name, LATEST)
+    return _metadata(ctx, name, None)
 
 
 @router.get("/models/{name}/versions/{version}", summary="Model metadata")
@@ -93,9 +91,9 @@ def version_metadata(ctx: ContextDep, name: str, version: str) -> dict[str, Any]
     return _metadata(ctx, name, version)
 
 
-@router.get("/models/{name}/ready", summary="Model readiness (latest version)")
+@router.get("/models/{name}/ready", summary="Model readiness (deployed or latest version)")
 async def model_ready(ctx: ContextDep, name: str) -> Response:
-    return await _ready(ctx, name, LATEST)
+    return await _ready(ctx, name, None)
 
 
 @router.get("/models/{name}/versions/{version}/ready", summary="Model readiness")
@@ -104,10 +102,12 @@ async def version_ready(ctx: ContextDep, name: str, version: str) -> Response:
 
 
 @router.post(
-    "/models/{name}/infer", summary="Inference (latest version)", openapi_extra=_INFER_BODY
+    "/models/{name}/infer",
+    summary="Inference on the deployment (canary split) or the latest version",
+    openapi_extra=_INFER_BODY,
 )
 async def model_infer(ctx: ContextDep, request: Request, name: str) -> Response:
-    return await _infer(ctx, request, name, LATEST)
+    return await _infer(ctx, request, name, None)
 
 
 @router.post(
@@ -119,64 +119,32 @@ async def version_infer(ctx: ContextDep, request: Request, name: str, version: s
     return await _infer(ctx, request, name, version)
 
 
-def _metadata(ctx: AppContext, name: str, ref: str) -> dict[str, Any]:
-    record = ctx.inference.version(name, ref)
-    versions = [str(v.version) for v in ctx.registry.list_versions(name)]
-    sig = record.signature
+def _metadata(ctx: AppContext, name: str, ref: str | None) -> dict[str, Any]:
+    meta = ctx.inference.metadata(name, ref)
     return {
-        "name": name,
-        "versions": versions,
-        "platform": _platform(record.format),
-        "inputs": [t.model_dump() for t in sig.inputs],
-        "outputs": [t.model_dump() for t in sig.outputs],
+        "name": meta.name,
+        "versions": meta.versions,
+        "platform": meta.platform,
+        "inputs": [t.model_dump() for t in meta.signature.inputs],
+        "outputs": [t.model_dump() for t in meta.signature.outputs],
     }
 
 
-def _platform(fmt: str) -> str:
-    from modelbay.runtimes import runtime_class
-
-    return runtime_class(fmt).platform
-
-
-async def _ready(ctx: AppContext, name: str, ref: str) -> Response:
+async def _ready(ctx: AppContext, name: str, ref: str | None) -> Response:
     try:
-        loaded = await ctx.inference.loaded(name, ref)
+        version = await ctx.inference.ready(name, ref)
     except ModelbayError as exc:
         if exc.status == 404:
             raise
         return JSONResponse({"name": name, "ready": False, "error": exc.message}, 503)
-    return JSONResponse({"name": name, "version": str(loaded.version), "ready": True})
+    return JSONResponse({"name": name, "version": str(version), "ready": True})
 
 
-async def _infer(ctx: AppContext, request: Request, name: str, ref: str) -> Response:
-    header_length = _header_length(request)
+async def _infer(ctx: AppContext, request: Request, name: str, ref: str | None) -> Response:
+    # Normally answered by InferFastPath before routing; kept for the schema and in-app use.
     body = await request.body()
-    if len(body) > _DECODE_IN_THREAD_BYTES:
-        req = await run_in_threadpool(v2.decode_request, body, header_length)
-    else:
-        req = v2.decode_request(body, header_length)
-    wanted = [o.name for o in req.outputs] if req.outputs else None
-    result = await ctx.inference.infer(name, ref, req.inputs, wanted)
-    content, json_length = v2.encode_response(
-        model_name=name,
-        model_version=str(result.version),
-        outputs=result.outputs,
-        request=req,
-        labels=result.labels,
-    )
-    if json_length is None:
-        return Response(content, media_type=v2.JSON_CONTENT_TYPE)
+    header_length = request.headers.get(v2.HEADER_LENGTH)
+    status, headers, content = await answer_infer(ctx.inference, name, ref, body, header_length)
     return Response(
-        content,
-        media_type=v2.BINARY_CONTENT_TYPE,
-        headers={v2.HEADER_LENGTH: str(json_length)},
+        content, status_code=status, headers={k.decode(): v.decode() for k, v in headers}
     )
-
-
-def _header_length(request: Request) -> int | None:
-    raw = request.headers.get(v2.HEADER_LENGTH)
-    if raw is None:
-        return None
-    if not raw.strip().isdigit():
-        raise InvalidRequest(f"{v2.HEADER_LENGTH} must be a non-negative integer, got '{raw}'")
-    return int(raw)

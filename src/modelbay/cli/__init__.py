@@ -1,4 +1,4 @@
-"""The ``modelbay`` command line: ``serve``/``demo``, ``models ...`` and ``predict``."""
+"""The ``modelbay`` command line: ``serve``/``demo``, ``models ...``, ``predict``, deployments."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from modelbay.cli import models, predict
+from modelbay.cli import deployments, models, predict
 from modelbay.cli._session import Connection
 from modelbay.cli.server import register as register_server
 from modelbay.client import DEFAULT_URL
@@ -36,6 +36,7 @@ def _root(
 register_server(app)
 app.add_typer(models.app, name="models")
 predict.register(app)
+deployments.register(app)
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""Rich renderings of the server's records: models, versions, files, signatures."""
+"""Rich renderings of the server's records: models, versions, files, signatures, deployments."""
 
 from __future__ import annotations
 
@@ -106,3 +106,98 @@ def when(timestamp: Any) -> str:
     if not timestamp:
         return "-"
     return str(timestamp).replace("T", " ")[:16]
+
+
+def deployments_table(deployments: Sequence[Record]) -> Table:
+    """One row per deployment: target, canary, ready/desired replicas per version, batching."""
+    table = Table("name", "model", "target", "canary", "replicas", "batching", "state")
+    table.title = "deployments"
+    for deployment in deployments:
+        status = deployment.get("status") or {}
+        table.add_row(
+            Text(str(deployment["name"]), style="bold"),
+            str(deployment["model"]),
+            str(deployment["target"]),
+            canary_text(deployment),
+            replicas_text(status.get("versions") or []),
+            batching_text(deployment["config"]),
+            state_text(status),
+        )
+    return table
+
+
+def deployment_grid(deployment: Record) -> Table:
+    """A deployment's desired state and serving settings as a two-column grid."""
+    config = deployment["config"]
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    rows: dict[str, str | Text] = {
+        "deployment": str(deployment["name"]),
+        "model": str(deployment["model"]),
+        "target": str(deployment["target"]),
+        "canary": canary_text(deployment),
+        "state": state_text(deployment.get("status") or {}),
+        "replicas": f"{config['min_replicas']} to {config['max_replicas']}",
+        "batching": batching_text(config),
+        "queue": f"{config['queue_capacity']} requests",
+        "request timeout": f"{config['request_timeout_ms']:g} ms",
+        "threads": f"{config['threads_per_replica']} per replica",
+        "scale up": (
+            f"above {config['target_inflight_per_replica']:g} in flight per replica "
+            f"for {config['scale_up_delay_s']:g} s"
+        ),
+        "scale down": f"one replica per {config['scale_down_delay_s']:g} s of lower load",
+        "scale to zero": f"after {config['idle_to_zero_s']:g} s idle (when min replicas is 0)",
+        "created": when(deployment.get("created_at")),
+        "updated": when(deployment.get("updated_at")),
+    }
+    for key, value in rows.items():
+        grid.add_row(key, value if isinstance(value, Text) else Text(value))
+    return grid
+
+
+def deployment_versions_table(status: Record) -> Table:
+    """What runs per version of a deployment: role, replicas, queue, processes, last error."""
+    table = Table("version", "role", "ready", "starting", "desired", "queued", "pids", "error")
+    for version in status.get("versions") or []:
+        table.add_row(
+            str(version["version"]),
+            str(version["role"]),
+            str(version["replicas"]),
+            str(version["starting"]),
+            str(version["desired"]),
+            str(version["queued"]),
+            ", ".join(str(pid) for pid in version.get("pids") or []) or "-",
+            Text(str(version.get("error") or "-"), style="red" if version.get("error") else ""),
+        )
+    return table
+
+
+def canary_text(deployment: Record) -> str:
+    """``target (weight%)`` of the canary, or ``-``."""
+    canary = deployment.get("canary_target")
+    return f"{canary} ({deployment.get('canary_weight', 0)}%)" if canary else "-"
+
+
+def replicas_text(versions: Sequence[Record]) -> str:
+    """``vN: ready/desired`` per running version (canaries marked), one per line."""
+    lines = []
+    for v in versions:
+        role = " canary" if v["role"] == "canary" else ""
+        lines.append(f"v{v['version']}{role}: {v['replicas']}/{v['desired']}")
+    return "\n".join(lines) or "-"
+
+
+def batching_text(config: Record) -> str:
+    """Max rows per batch and how long a batch waits to fill."""
+    return f"{config['max_batch_size']} rows, {config['max_queue_delay_ms']:g} ms"
+
+
+def state_text(status: Record) -> Text:
+    """The deployment's state, green when ready, with its error in red."""
+    state = str(status.get("state") or "pending")
+    text = Text(state, style={"ready": "green", "error": "red"}.get(state, "yellow"))
+    if status.get("error"):
+        text.append(f": {status['error']}", style="red")
+    return text

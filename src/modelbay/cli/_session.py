@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -19,6 +19,8 @@ console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
 
 REF_METAVAR = "NAME[:VERSION|@ALIAS]"
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the server's JSON instead.")]
 
 
 @dataclass(frozen=True)

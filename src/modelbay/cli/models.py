@@ -21,12 +21,19 @@ from rich.progress import (
 from rich.text import Text
 
 from modelbay.cli import _render as render
-from modelbay.cli._session import REF_METAVAR, connect, console, echo_json, err_console, parse_ref
+from modelbay.cli._session import (
+    REF_METAVAR,
+    JsonOpt,
+    connect,
+    console,
+    echo_json,
+    err_console,
+    parse_ref,
+)
 from modelbay.client import ModelRef, ProgressCallback
 
 app = typer.Typer(help="Manage models, versions and aliases.", no_args_is_help=True)
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the server's JSON instead.")]
 RefArg = Annotated[ModelRef, typer.Argument(parser=parse_ref, metavar=REF_METAVAR)]
 
 

@@ -13,6 +13,9 @@ console = Console(stderr=True)
 
 HostOpt = Annotated[str | None, typer.Option(help="Interface to bind [env MODELBAY_HOST]")]
 PortOpt = Annotated[int | None, typer.Option(help="HTTP port [env MODELBAY_PORT]")]
+GrpcPortOpt = Annotated[
+    int | None, typer.Option(help="V2 gRPC port; 0 disables gRPC [env MODELBAY_GRPC_PORT]")
+]
 DataDirOpt = Annotated[
     Path | None, typer.Option(help="Registry and artifact directory [env MODELBAY_DATA_DIR]")
 ]
@@ -31,12 +34,18 @@ def register(app: typer.Typer) -> None:
 def serve(
     host: HostOpt = None,
     port: PortOpt = None,
+    grpc_port: GrpcPortOpt = None,
     data_dir: DataDirOpt = None,
     database_url: DbOpt = None,
     log_level: LogOpt = None,
 ) -> None:
     settings = _settings(
-        host=host, port=port, data_dir=data_dir, database_url=database_url, log_level=log_level
+        host=host,
+        port=port,
+        grpc_port=grpc_port,
+        data_dir=data_dir,
+        database_url=database_url,
+        log_level=log_level,
     )
     _run(settings, demo=False)
 

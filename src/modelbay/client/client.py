@@ -16,6 +16,7 @@ import httpx
 import numpy as np
 
 from modelbay import __version__
+from modelbay.client.deployments import WAIT_TIMEOUT_S, DeploymentCalls
 from modelbay.client.errors import ApiError
 from modelbay.client.uploads import ProgressCallback, ProgressReader, UploadProgress, collect_files
 from modelbay.errors import ArtifactCorrupted, ModelbayError
@@ -53,6 +54,7 @@ class Client:
         self._http = httpx.Client(
             base_url=self.url, headers=headers, timeout=timeout, transport=transport
         )
+        self._deployments = DeploymentCalls(self._json, self._request)
 
     def __repr__(self) -> str:
         return f"Client({self.url!r})"
@@ -188,6 +190,46 @@ class Client:
     def delete_alias(self, name: str, alias: str) -> None:
         """Remove an alias; the version stays."""
         self._request("DELETE", _model(name, "aliases", alias))
+
+    # -- deployments ----------------------------------------------------------------------
+
+    def deploy(
+        self,
+        name: str,
+        version: int | str = "latest",
+        *,
+        canary_version: int | str | None = None,
+        canary_weight: int = 0,
+        wait: bool = True,
+        timeout: float = WAIT_TIMEOUT_S,
+        **config: Any,
+    ) -> dict[str, Any]:
+        """Serve ``version`` ("latest" follows pushes) with ``config``; ``wait`` for replicas."""
+        body = {"model": name, "version": version, "canary_version": canary_version}
+        body.update(canary_weight=canary_weight, **config)
+        return self._deployments.create(body, wait=wait, timeout=timeout)
+
+    def update_deployment(self, name: str, *, wait: bool = False, **fields: Any) -> dict[str, Any]:
+        """Change ``version``, canary (``canary_version=""`` removes it) or serving settings."""
+        return self._deployments.update(name, fields, wait=wait)
+
+    def scale(
+        self, name: str, min_replicas: int | None = None, max_replicas: int | None = None
+    ) -> dict[str, Any]:
+        """Change a deployment's replica range; a bound left ``None`` stays as it is."""
+        return self.update_deployment(name, min_replicas=min_replicas, max_replicas=max_replicas)
+
+    def undeploy(self, name: str) -> None:
+        """Stop serving a model; requests already queued are answered first."""
+        self._deployments.delete(name)
+
+    def list_deployments(self) -> list[dict[str, Any]]:
+        """Every deployment with its live status."""
+        return self._deployments.list_all()
+
+    def get_deployment(self, name: str) -> dict[str, Any]:
+        """One deployment with its live status: state, versions, replicas, queue."""
+        return self._deployments.get(name)
 
     # -- inference (Open Inference Protocol v2) -------------------------------------------
 

@@ -244,7 +244,7 @@ def _from_binary(
 ) -> np.ndarray:
     count = math.prod(shape)
     if datatype == "BYTES":
-        items = _unpack_bytes(name, chunk)
+        items = unpack_bytes(name, chunk)
         if len(items) != count:
             raise InvalidRequest(
                 f"tensor '{name}': shape {shape} needs {count} elements, data has {len(items)}",
@@ -262,7 +262,8 @@ def _from_binary(
     return np.frombuffer(chunk, dtype=dtype.newbyteorder("<")).reshape(shape)
 
 
-def _unpack_bytes(name: str, chunk: bytes) -> list[bytes]:
+def unpack_bytes(name: str, chunk: bytes) -> list[bytes]:
+    """BYTES elements of a binary tensor: each a 4-byte little-endian length, then bytes."""
     items: list[bytes] = []
     pos = 0
     while pos < len(chunk):

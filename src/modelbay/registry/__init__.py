@@ -1,11 +1,22 @@
 """The control plane's record of what exists, in SQL (SQLite by default, PostgreSQL too)."""
 
 from modelbay.registry.db import make_engine, migrate
-from modelbay.registry.records import FileEntry, ModelRecord, NewVersion, VersionRecord
+from modelbay.registry.deployments import DeploymentStore
+from modelbay.registry.records import (
+    DeploymentConfig,
+    DeploymentRecord,
+    FileEntry,
+    ModelRecord,
+    NewVersion,
+    VersionRecord,
+)
 from modelbay.registry.repository import LATEST, Registry, parse_ref
 
 __all__ = [
     "LATEST",
+    "DeploymentConfig",
+    "DeploymentRecord",
+    "DeploymentStore",
     "FileEntry",
     "ModelRecord",
     "NewVersion",

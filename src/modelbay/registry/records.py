@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
+from modelbay.errors import InvalidArtifact
 from modelbay.tensors import Signature
 
 
@@ -64,3 +65,52 @@ class NewVersion(BaseModel):
     source: dict[str, Any] = {}
     tags: dict[str, str] = {}
     created_by: str | None = None
+
+
+class DeploymentConfig(BaseModel):
+    """How a deployment serves: replicas, batching, admission control."""
+
+    min_replicas: int = Field(default=1, ge=0, le=64, description="0 scales to zero when idle")
+    max_replicas: int = Field(default=1, ge=1, le=64)
+    max_batch_size: int = Field(default=16, ge=1, le=4096, description="rows per batch")
+    max_queue_delay_ms: float = Field(default=2.0, ge=0, le=10_000)
+    queue_capacity: int = Field(default=512, ge=1, le=1_000_000, description="queued requests")
+    request_timeout_ms: float = Field(default=30_000, gt=0, le=3_600_000)
+    threads_per_replica: int = Field(default=1, ge=1, le=64)
+    target_inflight_per_replica: float = Field(default=2.0, gt=0)
+    scale_up_delay_s: float = Field(default=1.0, ge=0)
+    scale_down_delay_s: float = Field(default=30.0, ge=0)
+    idle_to_zero_s: float = Field(default=60.0, ge=0)
+
+    @classmethod
+    def parse(cls, data: dict[str, Any]) -> DeploymentConfig:
+        """Validate user-given settings; errors are ``InvalidArtifact`` (422) naming the field."""
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}"
+                for e in exc.errors()
+            )
+            raise InvalidArtifact(f"invalid deployment settings: {problems}") from None
+
+    @model_validator(mode="after")
+    def _replica_range(self) -> DeploymentConfig:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(
+                f"min_replicas ({self.min_replicas}) exceeds max_replicas ({self.max_replicas})"
+            )
+        return self
+
+
+class DeploymentRecord(BaseModel):
+    """A deployment's desired state: which version(s) of a model, and how to serve them."""
+
+    name: str
+    model: str
+    target: str = Field(description="version number, alias, or 'latest' (follows pushes)")
+    canary_target: str | None = None
+    canary_weight: int = Field(default=0, ge=0, le=100, description="percent to the canary")
+    config: DeploymentConfig
+    created_at: datetime
+    updated_at: datetime

@@ -5,16 +5,23 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from modelbay.errors import Conflict, InvalidRequest, NotFound
 from modelbay.registry.records import FileEntry, ModelRecord, NewVersion, VersionRecord
-from modelbay.registry.tables import AliasRow, FileRow, ModelRow, VersionRow, utcnow
+from modelbay.registry.tables import (
+    AliasRow,
+    DeploymentRow,
+    FileRow,
+    ModelRow,
+    VersionRow,
+    as_utc,
+    utcnow,
+)
 from modelbay.tensors import Signature
 
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -170,6 +177,21 @@ class Registry:
                     f"{', '.join(pointing)}; move or delete them first",
                     param="version",
                 )
+            pinned = s.scalar(
+                select(DeploymentRow.name).where(
+                    DeploymentRow.model_id == model.id,
+                    or_(
+                        DeploymentRow.target == str(number),
+                        DeploymentRow.canary_target == str(number),
+                    ),
+                )
+            )
+            if pinned is not None:
+                raise Conflict(
+                    f"version {number} of '{name}' is served by deployment '{pinned}'; "
+                    "change or undeploy it first",
+                    param="version",
+                )
             digests = {f.digest for f in row.files}
             s.delete(row)
             model.updated_at = utcnow()
@@ -263,8 +285,8 @@ def _model_record(row: ModelRow) -> ModelRecord:
         tags=row.tags or {},
         latest_version=row.versions[-1].number if row.versions else None,
         aliases={a.name: a.version.number for a in row.aliases},
-        created_at=_utc(row.created_at),
-        updated_at=_utc(row.updated_at),
+        created_at=as_utc(row.created_at),
+        updated_at=as_utc(row.updated_at),
     )
 
 
@@ -283,10 +305,5 @@ def _version_record(row: VersionRow, aliases: list[str]) -> VersionRecord:
         tags=row.tags or {},
         aliases=sorted(aliases),
         created_by=row.created_by,
-        created_at=_utc(row.created_at),
+        created_at=as_utc(row.created_at),
     )
-
-
-def _utc(value: datetime) -> datetime:
-    # SQLite hands back naive datetimes; every stored time is UTC.
-    return value if value.tzinfo else value.replace(tzinfo=UTC)

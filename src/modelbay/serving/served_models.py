@@ -8,19 +8,16 @@ frontends share one database.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Collection
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from modelbay.errors import ArtifactCorrupted, ModelbayError, ModelNotReady
 from modelbay.registry import Registry, VersionRecord, parse_ref
-from modelbay.runtimes import Runtime, load_runtime
+from modelbay.runtimes import Runtime
+from modelbay.serving.loading import load_version
 from modelbay.store.base import ArtifactStore
 from modelbay.tensors import Signature
 
@@ -74,12 +71,17 @@ class ServedModels:
         self._resolved[key] = (now, record, labels)
         return record, labels
 
-    def cached(self, name: str, ref: str | int) -> LoadedModel | None:
-        """The loaded model for a reference if everything is in memory (no I/O)."""
+    def peek(self, name: str, ref: str | int) -> tuple[VersionRecord, list[str] | None] | None:
+        """What ``resolve`` would answer, if it is cached and fresh (no I/O)."""
         hit = self._resolved.get((name, parse_ref(ref)))
         if hit is None or time.monotonic() - hit[0] >= _RESOLVE_TTL_S:
             return None
-        return self._loaded.get((name, hit[1].version))
+        return hit[1], hit[2]
+
+    def cached(self, name: str, ref: str | int) -> LoadedModel | None:
+        """The loaded model for a reference if everything is in memory (no I/O)."""
+        hit = self.peek(name, ref)
+        return None if hit is None else self._loaded.get((name, hit[0].version))
 
     def get(self, name: str, ref: str | int = "latest") -> LoadedModel:
         """Resolve and load (blocking: call from a worker thread)."""
@@ -94,7 +96,11 @@ class ServedModels:
             loaded = self._loaded.get(key)
             if loaded is None:
                 loaded = LoadedModel(
-                    name, record.version, record.format, self._load(record), labels
+                    name,
+                    record.version,
+                    record.format,
+                    load_version(self.store, record, threads=self.threads),
+                    labels,
                 )
                 self._loaded[key] = loaded
             loaded.labels = labels
@@ -124,27 +130,3 @@ class ServedModels:
         for loaded in self._loaded.values():
             loaded.runtime.unload()
         self._loaded.clear()
-
-    def _load(self, record: VersionRecord) -> Runtime:
-        workdir = Path(tempfile.mkdtemp(prefix="modelbay-load-"))
-        try:
-            for entry in record.files:
-                target = workdir / entry.path
-                target.parent.mkdir(parents=True, exist_ok=True)
-                try:
-                    self.store.copy_to(entry.digest, target)
-                except ArtifactCorrupted as exc:
-                    raise ArtifactCorrupted(f"file '{entry.path}': {exc}") from None
-            return load_runtime(
-                record.format, workdir, record.entrypoint, record.signature, threads=self.threads
-            )
-        except ModelbayError as exc:
-            if exc.status < 500 and not isinstance(exc, ModelNotReady):
-                # The artifact was accepted at push, so failing now is the server's fault.
-                raise ModelNotReady(
-                    f"model '{record.model}' version {record.version} cannot be loaded: {exc}"
-                ) from exc
-            exc.message = f"model '{record.model}' version {record.version} cannot be loaded: {exc}"
-            raise
-        finally:
-            shutil.rmtree(workdir, ignore_errors=True)

@@ -1,0 +1,119 @@
+"""Deployments under /api/v1/deployments: desired state that the controller converges to."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Response, status
+from pydantic import BaseModel, ConfigDict, Field
+
+from modelbay.api.context import AppContext, ContextDep
+from modelbay.registry import DeploymentConfig, DeploymentRecord
+
+router = APIRouter(prefix="/api/v1/deployments", tags=["deployments"])
+
+
+class ConfigFields(BaseModel):
+    """Serving settings; omitted fields keep their default (create) or value (update)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_replicas: int | None = Field(default=None, ge=0, le=64)
+    max_replicas: int | None = Field(default=None, ge=1, le=64)
+    max_batch_size: int | None = Field(default=None, ge=1, le=4096)
+    max_queue_delay_ms: float | None = Field(default=None, ge=0, le=10_000)
+    queue_capacity: int | None = Field(default=None, ge=1, le=1_000_000)
+    request_timeout_ms: float | None = Field(default=None, gt=0, le=3_600_000)
+    threads_per_replica: int | None = Field(default=None, ge=1, le=64)
+    target_inflight_per_replica: float | None = Field(default=None, gt=0)
+    scale_up_delay_s: float | None = Field(default=None, ge=0)
+    scale_down_delay_s: float | None = Field(default=None, ge=0)
+    idle_to_zero_s: float | None = Field(default=None, ge=0)
+
+    def config_changes(self) -> dict[str, Any]:
+        return self.model_dump(
+            include=set(DeploymentConfig.model_fields), exclude_none=True, exclude_unset=True
+        )
+
+
+class DeploymentCreate(ConfigFields):
+    """Deploy a model: ``version`` is a number, an alias (followed as it moves) or latest."""
+
+    model: str
+    version: str = "latest"
+    canary_version: str | None = None
+    canary_weight: int = Field(default=0, ge=0, le=100, description="percent to the canary")
+
+
+class DeploymentUpdate(ConfigFields):
+    """Change what a deployment serves or how; ``canary_version: ""`` removes the canary."""
+
+    version: str | None = None
+    canary_version: str | None = None
+    canary_weight: int | None = Field(default=None, ge=0, le=100)
+
+
+class DeploymentOut(DeploymentRecord):
+    status: dict[str, Any]
+
+
+class DeploymentList(BaseModel):
+    deployments: list[DeploymentOut]
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, summary="Deploy a model")
+def create(ctx: ContextDep, body: DeploymentCreate) -> DeploymentOut:
+    _check_targets(ctx, body.model, body.version, body.canary_version)
+    record = ctx.deployments.create(
+        body.model,
+        body.version,
+        DeploymentConfig.parse(body.config_changes()),
+        canary_target=body.canary_version,
+        canary_weight=body.canary_weight,
+    )
+    ctx.controller.notify()
+    return _out(ctx, record)
+
+
+@router.get("", summary="List deployments with what is running")
+def list_deployments(ctx: ContextDep) -> DeploymentList:
+    return DeploymentList(deployments=[_out(ctx, r) for r in ctx.deployments.list()])
+
+
+@router.get("/{name}", summary="Get a deployment with what is running")
+def get(ctx: ContextDep, name: str) -> DeploymentOut:
+    return _out(ctx, ctx.deployments.get(name))
+
+
+@router.patch("/{name}", summary="Change a deployment: version, canary, replicas, batching")
+def update(ctx: ContextDep, name: str, body: DeploymentUpdate) -> DeploymentOut:
+    changes = body.config_changes()
+    if body.version is not None:
+        changes["target"] = body.version
+    if body.canary_version is not None:
+        changes["canary_target"] = body.canary_version or None
+    if body.canary_weight is not None:
+        changes["canary_weight"] = body.canary_weight
+    model = ctx.deployments.get(name).model
+    _check_targets(ctx, model, body.version, body.canary_version)
+    record = ctx.deployments.update(name, **changes)
+    ctx.controller.notify()
+    return _out(ctx, record)
+
+
+@router.delete("/{name}", status_code=204, summary="Undeploy (queued requests are served first)")
+def delete(ctx: ContextDep, name: str) -> Response:
+    ctx.deployments.delete(name)
+    ctx.controller.notify()
+    return Response(status_code=204)
+
+
+def _check_targets(ctx: AppContext, model: str, *targets: str | None) -> None:
+    """Each named version or alias must exist now (404 names it); aliases are then followed."""
+    for target in targets:
+        if target:
+            ctx.registry.get_version(model, target)
+
+
+def _out(ctx: AppContext, record: DeploymentRecord) -> DeploymentOut:
+    return DeploymentOut(**record.model_dump(), status=ctx.controller.status(record.name))

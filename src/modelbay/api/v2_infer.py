@@ -1,0 +1,175 @@
+"""The V2 infer hot path as a bare ASGI app: no routing table, no dependency injection.
+
+``InferFastPath`` wraps the FastAPI app and answers ``POST /v2/models/{name}[/versions/
+{version}]/infer`` itself (the framework's per-request machinery cost more than the rest
+of the request on small models); every other request goes to the app. The FastAPI route
+of the same path exists for the OpenAPI schema and calls the same ``answer_infer``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import uuid
+from collections.abc import Awaitable
+from urllib.parse import unquote
+
+import orjson
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from modelbay.api.errors import retry_after_value
+from modelbay.errors import ClientDisconnected, InvalidRequest, ModelbayError, PayloadTooLarge
+from modelbay.protocols import v2
+from modelbay.serving import InferenceService, InferResult
+
+log = logging.getLogger("modelbay.api")
+
+_INFER_PATH = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?/infer$")
+_HEADER_LENGTH = v2.HEADER_LENGTH.lower().encode()
+_DECODE_IN_THREAD_BYTES = 64 * 1024
+
+Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
+
+
+async def answer_infer(
+    inference: InferenceService,
+    name: str,
+    ref: str | None,
+    body: bytes,
+    header_length: str | None,
+    disconnected: Awaitable[None] | None = None,
+) -> Answer:
+    """Decode, infer and encode one V2 request: (status, headers, body); never raises."""
+    try:
+        length = _header_length(header_length)
+        if len(body) > _DECODE_IN_THREAD_BYTES:
+            req = await asyncio.to_thread(v2.decode_request, body, length)
+        else:
+            req = v2.decode_request(body, length)
+        wanted = [o.name for o in req.outputs] if req.outputs else None
+        work = inference.infer(name, ref, req.inputs, wanted)
+        result = await (_unless(disconnected, work) if disconnected is not None else work)
+        content, json_length = v2.encode_response(
+            model_name=name,
+            model_version=str(result.version),
+            outputs=result.outputs,
+            request=req,
+            labels=result.labels,
+        )
+    except ModelbayError as exc:
+        return error_answer(exc)
+    except Exception:
+        incident = uuid.uuid4().hex[:12]
+        log.exception("unhandled error %s in infer of %s", incident, name)
+        return error_answer(ModelbayError(f"internal server error (incident {incident})"))
+    if json_length is None:
+        return 200, [(b"content-type", v2.JSON_CONTENT_TYPE.encode())], content
+    headers = [
+        (b"content-type", v2.BINARY_CONTENT_TYPE.encode()),
+        (_HEADER_LENGTH, str(json_length).encode()),
+    ]
+    return 200, headers, content
+
+
+def error_answer(exc: ModelbayError) -> Answer:
+    """The V2 error body ``{"error": ...}``, with ``Retry-After`` when the error has one."""
+    headers = [(b"content-type", b"application/json")]
+    if exc.retry_after is not None:
+        headers.append((b"retry-after", retry_after_value(exc.retry_after).encode()))
+    if exc.status >= 500 and exc.status not in (503, 504):
+        log.error("%s: %s", type(exc).__name__, exc.message)
+    return exc.status, headers, orjson.dumps({"error": exc.message})
+
+
+class InferFastPath:
+    """ASGI middleware: V2 infer requests are answered here, the rest by ``app``."""
+
+    def __init__(self, app: ASGIApp, inference: InferenceService, max_body: int):
+        self.app = app
+        self.inference = inference
+        self.max_body = max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        match = (
+            _INFER_PATH.match(scope["path"])
+            if scope["type"] == "http" and scope["method"] == "POST"
+            else None
+        )
+        if match is None:
+            await self.app(scope, receive, send)
+            return
+        header_length = None
+        for key, value in scope["headers"]:
+            if key == _HEADER_LENGTH:
+                header_length = value.decode("latin-1")
+        try:
+            body = await self._body(receive)
+        except ModelbayError as exc:
+            await _send(send, error_answer(exc))
+            return
+        if body is None:
+            return  # the client left while sending
+        name, version = match.groups()
+        ref = unquote(version) if version is not None else None
+        answer = await answer_infer(
+            self.inference, unquote(name), ref, body, header_length, _disconnect(receive)
+        )
+        if answer[0] != ClientDisconnected.status:
+            await _send(send, answer)
+
+    async def _body(self, receive: Receive) -> bytes | None:
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                raise PayloadTooLarge(
+                    f"request body is larger than the limit of {self.max_body} bytes"
+                )
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def _disconnect(receive: Receive) -> None:
+    # After the body, the next ASGI message is the disconnect, if it ever comes.
+    message: Message = await receive()
+    while message["type"] != "http.disconnect":
+        message = await receive()
+
+
+async def _unless(disconnected: Awaitable[None], work: Awaitable[InferResult]) -> InferResult:
+    """Await ``work`` but cancel it when the client goes away (a queued request never runs)."""
+    current = asyncio.current_task()
+    assert current is not None
+    watcher = asyncio.ensure_future(disconnected)
+    watcher.add_done_callback(lambda w: None if w.cancelled() else current.cancel())
+    try:
+        return await work
+    except asyncio.CancelledError:
+        if watcher.done() and not watcher.cancelled():
+            current.uncancel()
+            raise ClientDisconnected("the client closed the connection before the answer") from None
+        raise
+    finally:
+        watcher.cancel()
+
+
+async def _send(send: Send, answer: Answer) -> None:
+    status, headers, content = answer
+    headers = [*headers, (b"content-length", str(len(content)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": content})
+
+
+def _header_length(raw: str | None) -> int | None:
+    if raw is None:
+        return None
+    if not raw.strip().isdigit():
+        raise InvalidRequest(f"{v2.HEADER_LENGTH} must be a non-negative integer, got '{raw}'")
+    return int(raw)

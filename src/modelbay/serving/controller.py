@@ -1,0 +1,234 @@
+"""Deployments as desired state: the controller turns deployment rows into running servers.
+
+``reconcile`` reads the rows, resolves each target (version number, alias, ``latest``) to
+a version, and converges: new deployments start, removed ones drain and stop, a target
+that now names another version rolls (the new version becomes ready before it takes
+traffic; the old one drains), and config changes apply in place or roll when they need
+new replicas. The request path only reads the in-memory ``route`` table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from modelbay.errors import NotFound
+from modelbay.registry import DeploymentRecord, DeploymentStore, Registry, VersionRecord
+from modelbay.serving.messages import ReplicaSpec
+from modelbay.serving.metrics import ServingMetrics
+from modelbay.serving.pool import ReplicaFactory, ReplicaPool
+from modelbay.serving.version_server import VersionServer
+
+log = logging.getLogger("modelbay.controller")
+
+READY_TIMEOUT_S = 300.0
+
+
+@dataclass
+class Deployment:
+    """The running side of one deployment row."""
+
+    record: DeploymentRecord
+    primary: VersionServer | None = None
+    canary: VersionServer | None = None
+    error: str | None = None
+    rolling: dict[int, VersionServer] = field(default_factory=dict)
+
+    def servers(self) -> list[VersionServer]:
+        return [s for s in (self.primary, self.canary) if s is not None]
+
+    def pick(self) -> VersionServer | None:
+        """Primary or canary by the canary weight (percent)."""
+        if self.canary is not None and random.uniform(0, 100) < self.record.canary_weight:
+            return self.canary
+        return self.primary or self.canary
+
+
+class DeploymentController:
+    """Keeps running version servers in line with the deployment rows."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        deployments: DeploymentStore,
+        factory: ReplicaFactory,
+        metrics: ServingMetrics,
+        *,
+        blob_dir: str,
+        interval_s: float = 2.0,
+    ):
+        self.registry = registry
+        self.store = deployments
+        self.factory = factory
+        self.metrics = metrics
+        self.blob_dir = blob_dir
+        self.interval_s = interval_s
+        self.running: dict[str, Deployment] = {}
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
+
+    # request path: memory only
+
+    def route(self, model: str, version: int | None) -> VersionServer | None:
+        """The server for a model (by canary weight when ``version`` is None) or version."""
+        deployment = self.running.get(model)
+        if deployment is None:
+            return None
+        if version is None:
+            return deployment.pick()
+        return next((s for s in deployment.servers() if s.version == version), None)
+
+    # lifecycle
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="deployment controller")
+
+    def notify(self) -> None:
+        """Reconcile soon (after a change through this frontend)."""
+        self._wake.set()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await asyncio.gather(*self._background, return_exceptions=True)
+        servers = [s for d in self.running.values() for s in d.servers()]
+        self.running.clear()
+        await asyncio.gather(*(s.drain_and_close() for s in servers), return_exceptions=True)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.reconcile()
+            except Exception:
+                log.exception("reconcile failed; retrying")
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.interval_s)
+
+    async def reconcile(self) -> None:
+        """Converge the running deployments to the rows, once."""
+        rows = {r.name: r for r in await asyncio.to_thread(self.store.list)}
+        for name in [n for n in self.running if n not in rows]:
+            gone = self.running.pop(name)
+            for server in gone.servers():
+                self._background_task(server.drain_and_close())
+        for row in rows.values():
+            await self._converge(row)
+
+    async def _converge(self, row: DeploymentRecord) -> None:
+        deployment = self.running.setdefault(row.name, Deployment(row))
+        try:
+            primary = await self._resolve(row.model, row.target)
+            canary = (
+                await self._resolve(row.model, row.canary_target) if row.canary_target else None
+            )
+        except NotFound as exc:
+            deployment.error = exc.message
+            return
+        deployment.error = None
+        deployment.record = row
+        deployment.primary = self._place(deployment, deployment.primary, primary, "primary")
+        if canary is None or canary.version == primary.version:
+            if deployment.canary is not None:
+                self._background_task(deployment.canary.drain_and_close())
+            deployment.canary = None
+        else:
+            deployment.canary = self._place(deployment, deployment.canary, canary, "canary")
+
+    def _place(
+        self, deployment: Deployment, current: VersionServer | None, want: VersionRecord, role: str
+    ) -> VersionServer | None:
+        config = deployment.record.config
+        same_replicas = (
+            current is not None
+            and current.version == want.version
+            and current.config.threads_per_replica == config.threads_per_replica
+        )
+        if current is not None and same_replicas:
+            current.reconfigure(config)
+            return current
+        if want.version in deployment.rolling:
+            return current
+        server = self._server(deployment.record, want)
+        if current is None:
+            server.start()
+            return server
+        deployment.rolling[want.version] = server
+        self._background_task(self._roll(deployment, current, server, role))
+        return current
+
+    async def _roll(
+        self, deployment: Deployment, old: VersionServer, new: VersionServer, role: str
+    ) -> None:
+        """Start ``new``, switch traffic once it is ready, then drain ``old``."""
+        try:
+            new.start()
+            new.pool.scale(max(1, new.config.min_replicas))
+            if not await new.pool.wait_ready(READY_TIMEOUT_S):
+                error = new.pool.last_error
+                deployment.error = f"version {new.version} did not become ready" + (
+                    f": {error.message}" if error else ""
+                )
+                await new.drain_and_close()
+                return
+            setattr(deployment, role, new)
+            log.info("deployment %s: %s now version %d", deployment.record.name, role, new.version)
+            await old.drain_and_close()
+        finally:
+            deployment.rolling.pop(new.version, None)
+
+    def _server(self, row: DeploymentRecord, record: VersionRecord) -> VersionServer:
+        spec = ReplicaSpec(record, self.blob_dir, row.config.threads_per_replica)
+        pool = ReplicaPool(row.name, spec, self.factory, self.metrics)
+        return VersionServer(record, row.config, pool, self.metrics)
+
+    async def _resolve(self, model: str, target: str) -> VersionRecord:
+        return await asyncio.to_thread(self.registry.get_version, model, target)
+
+    def _background_task(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def status(self, name: str) -> dict[str, object]:
+        """What is running for a deployment: versions (serving or rolling in), replicas,
+        queue, errors; ``state`` is ready once every serving version can take requests."""
+        deployment = self.running.get(name)
+        if deployment is None:
+            return {"state": "pending", "error": None, "versions": []}
+        serving = deployment.servers()
+        roles = [(s, "canary" if s is deployment.canary else "primary") for s in serving]
+        roles += [(s, "rolling") for s in deployment.rolling.values()]
+        versions = [
+            {
+                "version": s.version,
+                "role": role,
+                "replicas": len(s.pool.ready),
+                "pids": [r.pid for r in s.pool.ready],
+                "starting": s.pool.starting,
+                "desired": s.pool.desired,
+                "queued": len(s.batcher),
+                "error": s.pool.last_error.message if s.pool.last_error else None,
+            }
+            for s, role in roles
+        ]
+        failing = [
+            s.pool.last_error.message
+            for s in serving
+            if s.pool.last_error is not None and not s.pool.ready
+        ]
+        error = deployment.error or (failing[0] if failing else None)
+        if error is not None:
+            state = "error"
+        elif serving and all(s.can_serve() for s in serving):
+            state = "ready"
+        else:
+            state = "starting"
+        return {"state": state, "error": error, "versions": versions}

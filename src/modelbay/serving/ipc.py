@@ -1,0 +1,128 @@
+"""Framing of ``messages`` on a byte stream: a fixed prefix, a JSON header, raw buffers.
+
+    frame = header_len:u32le  payload_len:u64le  header(JSON)  payload(tensor bytes)
+
+Numeric tensors are their little-endian bytes (decoded with ``np.frombuffer``, no copy);
+BYTES tensors are 4-byte length-prefixed elements as in the V2 binary extension.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import numpy as np
+import orjson
+
+from modelbay.serving.messages import (
+    InferDone,
+    InferTask,
+    Message,
+    ReplicaReady,
+    Shutdown,
+    TaskFailed,
+)
+
+PREFIX = struct.Struct("<IQ")
+_BYTES = "BYTES"
+
+
+def encode(message: Message) -> list[bytes | memoryview]:
+    """The frame as a list of buffers (to write without joining)."""
+    header: dict[str, Any]
+    buffers: list[bytes | memoryview] = []
+    if isinstance(message, InferTask):
+        tensors, buffers = _tensors(message.inputs)
+        header = {"kind": "task", "id": message.id, "tensors": tensors, "outputs": message.outputs}
+    elif isinstance(message, InferDone):
+        tensors, buffers = _tensors(message.outputs)
+        header = {
+            "kind": "done",
+            "id": message.id,
+            "tensors": tensors,
+            "compute_s": message.compute_s,
+        }
+    elif isinstance(message, TaskFailed):
+        header = {
+            "kind": "failed",
+            "id": message.id,
+            "status": message.status,
+            "message": message.message,
+            "type": message.type,
+        }
+    elif isinstance(message, ReplicaReady):
+        header = {
+            "kind": "ready",
+            "pid": message.pid,
+            "load_s": message.load_s,
+            "signature": message.signature,
+        }
+    else:
+        header = {"kind": "shutdown"}
+    head = orjson.dumps(header)
+    payload = sum(len(b) for b in buffers)
+    return [PREFIX.pack(len(head), payload), head, *buffers]
+
+
+def decode(header_bytes: bytes, payload: bytes | bytearray | memoryview) -> Message:
+    """A message from its header and payload (arrays view ``payload``: keep it alive)."""
+    header = orjson.loads(header_bytes)
+    kind = header["kind"]
+    if kind == "task":
+        return InferTask(header["id"], _arrays(header["tensors"], payload), header["outputs"])
+    if kind == "done":
+        return InferDone(header["id"], _arrays(header["tensors"], payload), header["compute_s"])
+    if kind == "failed":
+        return TaskFailed(header["id"], header["status"], header["message"], header["type"])
+    if kind == "ready":
+        return ReplicaReady(header["pid"], header["load_s"], header["signature"])
+    if kind == "shutdown":
+        return Shutdown()
+    raise ValueError(f"unknown message kind {kind!r}")
+
+
+def _tensors(arrays: dict[str, np.ndarray]) -> tuple[list[Any], list[bytes | memoryview]]:
+    specs: list[Any] = []
+    buffers: list[bytes | memoryview] = []
+    for name, array in arrays.items():
+        if array.dtype.kind in "OUS":
+            data = b"".join(
+                struct.pack("<I", len(x)) + x
+                for x in (v if isinstance(v, bytes) else str(v).encode() for v in array.ravel())
+            )
+            specs.append([name, _BYTES, list(array.shape), len(data)])
+            buffers.append(data)
+            continue
+        contiguous = np.ascontiguousarray(array)
+        if contiguous.dtype.byteorder == ">":
+            contiguous = contiguous.astype(contiguous.dtype.newbyteorder("<"))
+        view = contiguous.data.cast("B") if contiguous.size else memoryview(b"")
+        specs.append([name, contiguous.dtype.str, list(array.shape), view.nbytes])
+        buffers.append(view)
+    return specs, buffers
+
+
+def _arrays(specs: list[Any], payload: bytes | bytearray | memoryview) -> dict[str, np.ndarray]:
+    view = memoryview(payload)
+    arrays: dict[str, np.ndarray] = {}
+    offset = 0
+    for name, dtype, shape, nbytes in specs:
+        chunk = view[offset : offset + nbytes]
+        offset += nbytes
+        if dtype == _BYTES:
+            arrays[name] = _bytes_array(bytes(chunk), shape)
+        else:
+            arrays[name] = np.frombuffer(chunk, dtype=np.dtype(dtype)).reshape(shape)
+    return arrays
+
+
+def _bytes_array(data: bytes, shape: list[int]) -> np.ndarray:
+    items: list[bytes] = []
+    pos = 0
+    while pos < len(data):
+        (length,) = struct.unpack_from("<I", data, pos)
+        items.append(data[pos + 4 : pos + 4 + length])
+        pos += 4 + length
+    array = np.empty(len(items), dtype=object)
+    array[:] = items
+    return array.reshape(shape)

@@ -1,0 +1,80 @@
+"""Typed messages between the frontend and replica worker processes.
+
+Errors cross as data (status, message, type), never as pickled exceptions. Tensors travel
+as raw buffers next to a small JSON header (see ``ipc``), so no per-element Python work
+happens for numeric data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from modelbay.registry import VersionRecord
+
+
+@dataclass
+class ReplicaSpec:
+    """What a worker needs to load one version: the record, where blobs live, threads."""
+
+    record: VersionRecord
+    blob_dir: str
+    threads: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "record": self.record.model_dump(mode="json"),
+            "blob_dir": self.blob_dir,
+            "threads": self.threads,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ReplicaSpec:
+        return cls(VersionRecord.model_validate(data["record"]), data["blob_dir"], data["threads"])
+
+
+@dataclass
+class InferTask:
+    """Frontend -> replica: run these inputs, return these outputs (None: all)."""
+
+    id: int
+    inputs: dict[str, np.ndarray]
+    outputs: list[str] | None = None
+
+
+@dataclass
+class InferDone:
+    """Replica -> frontend: the outputs of task ``id``."""
+
+    id: int
+    outputs: dict[str, np.ndarray]
+    compute_s: float = 0.0
+
+
+@dataclass
+class TaskFailed:
+    """Replica -> frontend: task ``id`` (or loading, id -1) failed; ``status`` as in HTTP."""
+
+    id: int
+    status: int
+    message: str
+    type: str
+
+
+@dataclass
+class ReplicaReady:
+    """Replica -> frontend, once: the model is loaded and the replica takes tasks."""
+
+    pid: int
+    load_s: float
+    signature: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Shutdown:
+    """Frontend -> replica: finish and exit."""
+
+
+Message = InferTask | InferDone | TaskFailed | ReplicaReady | Shutdown

@@ -1,0 +1,97 @@
+"""Prometheus metrics of the data plane, on a registry owned by the app (no globals)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.002,
+    0.005,
+    0.01,
+    0.02,
+    0.05,
+    0.1,
+    0.2,
+    0.5,
+    1.0,
+    2.0,
+    5.0,
+    10.0,
+    30.0,
+)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+class ServingMetrics:
+    """Every stage of a request (queue, compute, total), batches, replicas, cold starts."""
+
+    def __init__(self, registry: CollectorRegistry | None = None):
+        self.registry = registry or CollectorRegistry()
+        labels = ["model", "version"]
+        self.requests = Counter(
+            "modelbay_requests",
+            "Inference requests by answer status",
+            [*labels, "status"],
+            registry=self.registry,
+        )
+        self.queue_seconds = Histogram(
+            "modelbay_queue_wait_seconds",
+            "Time requests waited in the batching queue",
+            labels,
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.compute_seconds = Histogram(
+            "modelbay_compute_seconds",
+            "Model compute time per batch",
+            labels,
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.request_seconds = Histogram(
+            "modelbay_request_duration_seconds",
+            "Time from arrival to answer of a request",
+            labels,
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.batch_rows = Histogram(
+            "modelbay_batch_size",
+            "Rows per batch run on a replica",
+            labels,
+            buckets=_BATCH_BUCKETS,
+            registry=self.registry,
+        )
+        self.queue_depth = Gauge(
+            "modelbay_queue_depth",
+            "Requests waiting in the batching queue",
+            labels,
+            registry=self.registry,
+        )
+        self.replicas = Gauge(
+            "modelbay_replicas",
+            "Replicas per deployment version by state",
+            ["deployment", "version", "state"],
+            registry=self.registry,
+        )
+        self.cold_starts = Counter(
+            "modelbay_cold_starts",
+            "Replica starts (load of a model into a replica)",
+            labels,
+            registry=self.registry,
+        )
+        self.cold_start_seconds = Histogram(
+            "modelbay_cold_start_seconds",
+            "Time from replica start to ready",
+            labels,
+            buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120),
+            registry=self.registry,
+        )
+        self.replica_restarts = Counter(
+            "modelbay_replica_restarts",
+            "Replicas replaced after exiting unexpectedly",
+            labels,
+            registry=self.registry,
+        )

@@ -1,0 +1,173 @@
+"""The replicas of one version: started, supervised (a dead one is replaced), scaled, picked."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import numpy as np
+
+from modelbay.errors import ModelbayError, ModelNotReady
+from modelbay.serving.messages import ReplicaSpec
+from modelbay.serving.metrics import ServingMetrics
+from modelbay.serving.replica import Replica, ReplicaDied
+
+log = logging.getLogger("modelbay.pool")
+
+ReplicaFactory = Callable[[ReplicaSpec, Callable[[Replica], None]], Replica]
+"""Makes a replica for a spec; the callback is for an unexpected exit."""
+
+# After a failed start, wait before trying again (doubling up to the max): a model that
+# cannot load must not turn into a process-spawning loop.
+_BACKOFF_S = 1.0
+_MAX_BACKOFF_S = 30.0
+
+
+class ReplicaPool:
+    """Keeps ``desired`` replicas of one version running and spreads batches over them."""
+
+    def __init__(
+        self,
+        deployment: str,
+        spec: ReplicaSpec,
+        factory: ReplicaFactory,
+        metrics: ServingMetrics,
+        *,
+        max_inflight_per_replica: int = 2,
+    ):
+        self.deployment = deployment
+        self.spec = spec
+        self.factory = factory
+        self.metrics = metrics
+        self.per_replica = max_inflight_per_replica
+        self.desired = 0
+        self.ready: list[Replica] = []
+        self.starting = 0
+        self.last_error: ModelbayError | None = None
+        self._changed = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
+        self._backoff_s = 0.0
+        self._next_start_at = 0.0
+        self._labels = (spec.record.model, str(spec.record.version))
+
+    @property
+    def size(self) -> int:
+        return len(self.ready) + self.starting
+
+    def capacity(self) -> int:
+        """Batches the ready replicas take at once without queueing behind each other."""
+        return self.per_replica * sum(1 for r in self.ready if r.alive)
+
+    def scale(self, n: int) -> None:
+        """Aim for ``n`` replicas: start or stop some in the background."""
+        self.desired = n
+        while self.size < n and not self._closed and time.monotonic() >= self._next_start_at:
+            self.starting += 1  # counted now, so the loop sees it before the task runs
+            self._spawn(self._start_one())
+        surplus = len(self.ready) - n
+        for replica in sorted(self.ready, key=lambda r: r.inflight)[: max(0, surplus)]:
+            self.ready.remove(replica)
+            self._spawn(replica.stop())
+        self._report()
+
+    async def wait_ready(self, timeout: float) -> bool:
+        """Whether at least one replica is ready within ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while not self.ready:
+            if self.last_error is not None and self.starting == 0:
+                return False
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), left)
+            except TimeoutError:
+                return False
+        return True
+
+    async def run(
+        self, inputs: dict[str, np.ndarray], outputs: list[str] | None, timeout: float
+    ) -> tuple[dict[str, np.ndarray], float]:
+        """Run a batch on the least-loaded replica; retried once if that replica dies."""
+        for attempt in range(2):
+            replica = self._pick()
+            if replica is None:
+                if not await self.wait_ready(timeout):
+                    break
+                replica = self._pick() or min(self.ready, key=lambda r: r.inflight)
+            try:
+                return await replica.infer(inputs, outputs)
+            except ReplicaDied:
+                log.warning(
+                    "replica %s died with a batch in flight (attempt %d)", replica.name, attempt + 1
+                )
+        reason = f": {self.last_error.message}" if self.last_error else ""
+        raise ModelNotReady(
+            f"no replica of '{self.spec.record.model}' version {self.spec.record.version} "
+            f"could run the request{reason}",
+            retry_after=1.0,
+        )
+
+    async def close(self) -> None:
+        """Stop every replica after its in-flight work (drain)."""
+        self._closed = True
+        self.desired = 0
+        replicas, self.ready = self.ready, []
+        await asyncio.gather(*(r.stop() for r in replicas), return_exceptions=True)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._report()
+
+    def _pick(self) -> Replica | None:
+        candidates = [r for r in self.ready if r.alive and r.inflight < self.per_replica]
+        return min(candidates, key=lambda r: r.inflight) if candidates else None
+
+    async def _start_one(self) -> None:
+        """Start one replica; ``starting`` was incremented by the caller."""
+        replica = self.factory(self.spec, self._on_exit)
+        started = time.perf_counter()
+        try:
+            await replica.start()
+        except ModelbayError as exc:
+            self.last_error = exc
+            self._backoff_s = min(_MAX_BACKOFF_S, max(_BACKOFF_S, 2 * self._backoff_s))
+            self._next_start_at = time.monotonic() + self._backoff_s
+            log.error("replica of %s:%s failed to start: %s", *self._labels, exc.message)
+            return
+        finally:
+            self.starting -= 1
+            self._changed.set()
+        self.last_error = None
+        self._backoff_s = 0.0
+        self.metrics.cold_starts.labels(*self._labels).inc()
+        self.metrics.cold_start_seconds.labels(*self._labels).observe(time.perf_counter() - started)
+        if self._closed or len(self.ready) >= self.desired:
+            await replica.stop()
+            return
+        self.ready.append(replica)
+        self._report()
+        self._changed.set()
+
+    def _on_exit(self, replica: Replica) -> None:
+        if replica in self.ready:
+            self.ready.remove(replica)
+        self.metrics.replica_restarts.labels(*self._labels).inc()
+        self._report()
+        if not self._closed and self.size < self.desired:
+            self.scale(self.desired)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _report(self) -> None:
+        version = str(self.spec.record.version)
+        self.metrics.replicas.labels(self.deployment, version, "ready").set(len(self.ready))
+        self.metrics.replicas.labels(self.deployment, version, "starting").set(self.starting)

@@ -1,0 +1,274 @@
+"""Replicas: the frontend's handle on one loaded copy of a version.
+
+``ProcessReplica`` runs the model in a worker process (isolated from the frontend's GIL
+and from other replicas' crashes); ``InProcessReplica`` runs it on a thread of this
+process, for tests and debugging. Both implement ``Replica``; a Ray actor can too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import socket
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import orjson
+
+from modelbay.errors import ModelbayError, ModelNotReady
+from modelbay.runtimes import Runtime
+from modelbay.serving import ipc
+from modelbay.serving.messages import (
+    InferDone,
+    InferTask,
+    Message,
+    ReplicaReady,
+    ReplicaSpec,
+    Shutdown,
+    TaskFailed,
+)
+
+log = logging.getLogger("modelbay.replica")
+
+_ids = itertools.count(1)
+LOAD_TIMEOUT_S = 300.0
+STOP_TIMEOUT_S = 10.0
+
+
+class ReplicaDied(Exception):
+    """The replica went away with this task in flight; the task may be retried elsewhere."""
+
+
+class Replica(Protocol):
+    """One compute node serving one version: started once, then many ``infer`` calls."""
+
+    name: str
+    inflight: int
+    load_s: float
+    pid: int | None
+
+    @property
+    def alive(self) -> bool: ...
+
+    async def start(self) -> None:
+        """Load the model; raises ``ModelbayError`` if it cannot be served."""
+
+    async def infer(
+        self, inputs: dict[str, np.ndarray], outputs: list[str] | None
+    ) -> tuple[dict[str, np.ndarray], float]:
+        """Outputs and compute seconds; raises ``ReplicaDied`` if the replica is gone."""
+        ...
+
+    async def stop(self) -> None:
+        """Finish what is in flight, then release the replica."""
+
+
+class ProcessReplica:
+    """A worker process reached through a socket pair; frames per ``ipc``."""
+
+    def __init__(self, spec: ReplicaSpec, on_exit: Callable[[ProcessReplica], None] | None = None):
+        self.spec = spec
+        self.name = f"{spec.record.model}:{spec.record.version}#{next(_ids)}"
+        self.inflight = 0
+        self.load_s = 0.0
+        self.pid: int | None = None
+        self._on_exit = on_exit
+        self._process: asyncio.subprocess.Process | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._reader_task: asyncio.Task[None] | None = None
+        self._pending: dict[int, asyncio.Future[tuple[dict[str, np.ndarray], float]]] = {}
+        self._task_ids = itertools.count()
+        self._alive = False
+        self._stopping = False
+
+    @property
+    def alive(self) -> bool:
+        return self._alive
+
+    async def start(self) -> None:
+        parent, child = socket.socketpair()
+        env = {**os.environ, **_thread_env(self.spec.threads)}
+        try:
+            self._process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "modelbay.serving.worker",
+                "--fd",
+                str(child.fileno()),
+                stdin=asyncio.subprocess.PIPE,
+                pass_fds=[child.fileno()],
+                env=env,
+            )
+        finally:
+            child.close()
+        self.pid = self._process.pid
+        assert self._process.stdin is not None
+        self._process.stdin.write(orjson.dumps(self.spec.to_json()))
+        self._process.stdin.close()
+        reader, self._writer = await asyncio.open_unix_connection(sock=parent)
+        try:
+            first = await asyncio.wait_for(_read(reader), LOAD_TIMEOUT_S)
+        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError) as exc:
+            await self._kill()
+            raise ModelNotReady(f"replica {self.name} did not start: {exc!r}") from None
+        if isinstance(first, TaskFailed):
+            await self._kill()
+            raise ModelbayError(first.message, status=first.status)
+        if not isinstance(first, ReplicaReady):
+            await self._kill()
+            raise ModelNotReady(f"replica {self.name} sent {type(first).__name__} first")
+        self.load_s = first.load_s
+        self._alive = True
+        self._reader_task = asyncio.create_task(self._read_replies(reader), name=self.name)
+
+    async def infer(
+        self, inputs: dict[str, np.ndarray], outputs: list[str] | None
+    ) -> tuple[dict[str, np.ndarray], float]:
+        if not self._alive or self._writer is None:
+            raise ReplicaDied(self.name)
+        task_id = next(self._task_ids)
+        future: asyncio.Future[tuple[dict[str, np.ndarray], float]]
+        future = asyncio.get_running_loop().create_future()
+        self._pending[task_id] = future
+        self.inflight += 1
+        try:
+            self._writer.writelines(ipc.encode(InferTask(task_id, inputs, outputs)))
+            await self._writer.drain()
+            return await future
+        except (ConnectionError, RuntimeError) as exc:
+            raise ReplicaDied(f"{self.name}: {exc}") from None
+        finally:
+            self.inflight -= 1
+            self._pending.pop(task_id, None)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        while self._pending and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        if self._writer is not None and self._alive:
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                self._writer.writelines(ipc.encode(Shutdown()))
+                await self._writer.drain()
+        if self._process is not None:
+            try:
+                await asyncio.wait_for(self._process.wait(), STOP_TIMEOUT_S)
+            except TimeoutError:
+                await self._kill()
+        if self._reader_task is not None:
+            await asyncio.gather(self._reader_task, return_exceptions=True)
+
+    async def _read_replies(self, reader: asyncio.StreamReader) -> None:
+        try:
+            while True:
+                message = await _read(reader)
+                future = self._pending.get(getattr(message, "id", -1))
+                if future is None or future.done():
+                    continue
+                if isinstance(message, InferDone):
+                    future.set_result((message.outputs, message.compute_s))
+                elif isinstance(message, TaskFailed):
+                    future.set_exception(ModelbayError(message.message, status=message.status))
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            self._alive = False
+            for future in self._pending.values():
+                if not future.done():
+                    future.set_exception(ReplicaDied(f"replica {self.name} exited"))
+            if self._writer is not None:
+                self._writer.close()
+            if not self._stopping:
+                log.warning("replica %s (pid %s) exited unexpectedly", self.name, self.pid)
+                if self._on_exit is not None:
+                    self._on_exit(self)
+
+    async def _kill(self) -> None:
+        if self._process is not None and self._process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self._process.kill()
+            await self._process.wait()
+
+
+class InProcessReplica:
+    """The model on a thread of the frontend process: no isolation, for tests and debugging."""
+
+    def __init__(
+        self, spec: ReplicaSpec, on_exit: Callable[[InProcessReplica], None] | None = None
+    ):
+        self.spec = spec
+        self.name = f"{spec.record.model}:{spec.record.version}#{next(_ids)}"
+        self.inflight = 0
+        self.load_s = 0.0
+        self.pid: int | None = os.getpid()
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix=self.name)
+        self._runtime: Runtime | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self._runtime is not None
+
+    async def start(self) -> None:
+        from modelbay.serving.loading import load_version
+        from modelbay.store import LocalArtifactStore
+
+        started = time.perf_counter()
+        store = LocalArtifactStore(Path(self.spec.blob_dir))
+        loop = asyncio.get_running_loop()
+        self._runtime = await loop.run_in_executor(
+            self._executor,
+            lambda: load_version(store, self.spec.record, threads=self.spec.threads),
+        )
+        self.load_s = time.perf_counter() - started
+
+    async def infer(
+        self, inputs: dict[str, np.ndarray], outputs: list[str] | None
+    ) -> tuple[dict[str, np.ndarray], float]:
+        runtime = self._runtime
+        if runtime is None:
+            raise ReplicaDied(self.name)
+        self.inflight += 1
+        try:
+            started = time.perf_counter()
+            loop = asyncio.get_running_loop()
+            result = await loop.run_in_executor(
+                self._executor,
+                runtime.infer,
+                inputs,
+                outputs,  # type: ignore[attr-defined]
+            )
+            return result, time.perf_counter() - started
+        finally:
+            self.inflight -= 1
+
+    async def stop(self) -> None:
+        self._runtime = None
+        self._executor.shutdown(wait=True)
+
+
+async def _read(reader: asyncio.StreamReader) -> Message:
+    head_len, payload_len = ipc.PREFIX.unpack(await reader.readexactly(ipc.PREFIX.size))
+    head = await reader.readexactly(head_len)
+    payload = await reader.readexactly(payload_len) if payload_len else b""
+    return ipc.decode(head, payload)
+
+
+def _thread_env(threads: int) -> dict[str, str]:
+    # Set before the framework starts its pools, so replicas don't fight for cores.
+    value = str(max(1, threads))
+    return {"OMP_NUM_THREADS": value, "MKL_NUM_THREADS": value, "OPENBLAS_NUM_THREADS": value}
+
+
+def replica_factory(mode: str) -> Callable[[ReplicaSpec, Callable[[Replica], None]], Replica]:
+    """Replicas as worker processes (``process``) or threads of this process (``inprocess``)."""
+    if mode == "inprocess":
+        return lambda spec, on_exit: InProcessReplica(spec)
+    return lambda spec, on_exit: ProcessReplica(spec, on_exit)

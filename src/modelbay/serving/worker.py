@@ -1,0 +1,116 @@
+"""A replica's process (a "compute node"): loads one version once, then runs tasks.
+
+Started by ``ProcessReplica`` as ``python -m modelbay.serving.worker --fd N`` with the
+``ReplicaSpec`` as JSON on stdin. It talks over the inherited socket: a ``ReplicaReady``
+(or a ``TaskFailed`` with id -1 if loading fails), then one reply per task, in order.
+It exits on ``Shutdown`` or when the frontend's end of the socket closes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import socket
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import orjson
+
+from modelbay.errors import ModelbayError
+from modelbay.runtimes import Runtime
+from modelbay.serving import ipc
+from modelbay.serving.messages import (
+    InferDone,
+    InferTask,
+    Message,
+    ReplicaReady,
+    ReplicaSpec,
+    Shutdown,
+    TaskFailed,
+)
+
+log = logging.getLogger("modelbay.worker")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--fd", type=int, required=True)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="replica %(process)d: %(message)s")
+    spec = ReplicaSpec.from_json(orjson.loads(sys.stdin.buffer.read()))
+    sock = socket.socket(fileno=args.fd)
+    try:
+        serve(sock, spec)
+    finally:
+        sock.close()
+
+
+def serve(sock: socket.socket, spec: ReplicaSpec) -> None:
+    """Load the version, announce readiness, answer tasks until told to stop."""
+    from modelbay.serving.loading import load_version
+    from modelbay.store import LocalArtifactStore
+
+    started = time.perf_counter()
+    try:
+        runtime = load_version(
+            LocalArtifactStore(Path(spec.blob_dir)), spec.record, threads=spec.threads
+        )
+    except ModelbayError as exc:
+        _send(sock, TaskFailed(-1, exc.status, exc.message, type(exc).__name__))
+        return
+    ready = ReplicaReady(os.getpid(), time.perf_counter() - started, runtime.signature.model_dump())
+    _send(sock, ready)
+    while True:
+        message = _receive(sock)
+        if message is None or isinstance(message, Shutdown):
+            return
+        if isinstance(message, InferTask):
+            _send(sock, _run(runtime, message))
+
+
+def _run(runtime: Runtime, task: InferTask) -> Message:
+    started = time.perf_counter()
+    try:
+        outputs = runtime.infer(task.inputs, task.outputs)
+    except ModelbayError as exc:
+        return TaskFailed(task.id, exc.status, exc.message, type(exc).__name__)
+    except Exception as exc:  # a runtime bug must not kill the replica or reach clients
+        log.error("task %d failed: %s", task.id, "".join(traceback.format_exception(exc)))
+        return TaskFailed(task.id, 500, "the model failed on this batch", type(exc).__name__)
+    return InferDone(task.id, outputs, time.perf_counter() - started)
+
+
+def _receive(sock: socket.socket) -> Message | None:
+    prefix = _read_exactly(sock, ipc.PREFIX.size)
+    if prefix is None:
+        return None
+    head_len, payload_len = ipc.PREFIX.unpack(prefix)
+    head = _read_exactly(sock, head_len)
+    payload = _read_exactly(sock, payload_len)
+    if head is None or payload is None:
+        return None
+    return ipc.decode(bytes(head), payload)
+
+
+def _read_exactly(sock: socket.socket, size: int) -> bytearray | None:
+    # A writable buffer, so arrays decoded from it are writable (torch wants that).
+    buffer = bytearray(size)
+    view = memoryview(buffer)
+    got = 0
+    while got < size:
+        n = sock.recv_into(view[got:], size - got)
+        if n == 0:
+            return None
+        got += n
+    return buffer
+
+
+def _send(sock: socket.socket, message: Message) -> None:
+    sock.sendall(b"".join(ipc.encode(message)))
+
+
+if __name__ == "__main__":
+    main()

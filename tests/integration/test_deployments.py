@@ -1,0 +1,271 @@
+"""Deployments on the real server: batching, admission control, replicas, rolls, scaling."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from tests.integration.conftest import RunningServer
+from tests.integration.models import BuiltModel, build_onnx, iris
+
+
+@pytest.fixture(scope="module")
+def onnx_model(tmp_path_factory: pytest.TempPathFactory) -> BuiltModel:
+    return build_onnx(tmp_path_factory.mktemp("deploy"))
+
+
+def push(server: RunningServer, name: str, path: Path) -> int:
+    with open(path, "rb") as f:
+        r = httpx.post(
+            f"{server.url}/api/v1/models/{name}/versions", files={"files": (path.name, f)}
+        )
+    assert r.status_code == 201, r.text
+    version: int = r.json()["version"]
+    return version
+
+
+def deploy(server: RunningServer, model: str, **fields: Any) -> dict[str, Any]:
+    r = httpx.post(f"{server.url}/api/v1/deployments", json={"model": model, **fields})
+    assert r.status_code == 201, r.text
+    body: dict[str, Any] = r.json()
+    return body
+
+
+def status(server: RunningServer, name: str) -> dict[str, Any]:
+    body: dict[str, Any] = httpx.get(f"{server.url}/api/v1/deployments/{name}").json()["status"]
+    return body
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.05)
+
+
+def ready_replicas(server: RunningServer, name: str, version: int | None = None) -> int:
+    versions = status(server, name)["versions"]
+    return sum(v["replicas"] for v in versions if version is None or v["version"] == version)
+
+
+def request(x: np.ndarray) -> dict[str, Any]:
+    return {
+        "inputs": [
+            {"name": "x", "datatype": "FP32", "shape": list(x.shape), "data": x.ravel().tolist()}
+        ]
+    }
+
+
+def infer(client: httpx.Client, name: str, x: np.ndarray, ref: str | None = None) -> httpx.Response:
+    path = f"/v2/models/{name}/infer" if ref is None else f"/v2/models/{name}/versions/{ref}/infer"
+    return client.post(path, json=request(x))
+
+
+def metric(server: RunningServer, name: str, **labels: str) -> float:
+    total = 0.0
+    for line in httpx.get(f"{server.url}/metrics").text.splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_batched_outputs_are_identical_to_unbatched(
+    server: RunningServer, onnx_model: BuiltModel
+) -> None:
+    push(server, "batched", onnx_model.path)
+    deploy(server, "batched", max_batch_size=16, max_queue_delay_ms=20)
+    wait_for(lambda: ready_replicas(server, "batched") == 1)
+    x = iris()[0].astype(np.float32)
+    slices = [x[i : i + 1 + i % 3] for i in range(48)]  # requests of 1-3 rows each
+
+    with httpx.Client(base_url=server.url) as client, ThreadPoolExecutor(16) as pool:
+        responses = list(pool.map(lambda s: infer(client, "batched", s), slices))
+    for part, response in zip(slices, responses, strict=True):
+        assert response.status_code == 200, response.text
+        out = response.json()["outputs"][0]
+        assert out["shape"] == [len(part), 3]
+        got = np.array(out["data"], dtype=np.float32).reshape(out["shape"])
+        np.testing.assert_allclose(got, onnx_model.reference(part), atol=1e-5)
+    batches = metric(server, "modelbay_batch_size_count", model="batched")
+    assert batches < len(slices)  # requests shared batches
+
+
+def test_full_queue_answers_429_with_retry_after_and_deadline_504(
+    server: RunningServer, onnx_model: BuiltModel
+) -> None:
+    push(server, "admission", onnx_model.path)
+    # Scaled to zero: the first requests wait in the queue through a cold start.
+    deploy(
+        server,
+        "admission",
+        min_replicas=0,
+        max_replicas=1,
+        queue_capacity=2,
+        max_batch_size=1,
+        request_timeout_ms=20_000,
+    )
+    x = iris()[0][:1].astype(np.float32)
+    with httpx.Client(base_url=server.url, timeout=60) as client, ThreadPoolExecutor(8) as pool:
+        responses = list(pool.map(lambda _: infer(client, "admission", x), range(8)))
+    codes = Counter(r.status_code for r in responses)
+    assert set(codes) <= {200, 429}, codes
+    assert codes[429] >= 1, codes
+    assert codes[200] >= 1, codes
+    refused = next(r for r in responses if r.status_code == 429)
+    assert int(refused.headers["Retry-After"]) >= 1
+    assert "overloaded" in refused.json()["error"]
+
+    push(server, "deadline", onnx_model.path)
+    deploy(server, "deadline", min_replicas=0, request_timeout_ms=1)
+    response = infer(httpx.Client(base_url=server.url, timeout=60), "deadline", x)
+    assert response.status_code == 504, response.text
+    assert "timeout" in response.json()["error"]
+
+
+def test_killed_replica_is_replaced_and_no_request_hangs(
+    server: RunningServer, onnx_model: BuiltModel
+) -> None:
+    push(server, "crashy", onnx_model.path)
+    deploy(server, "crashy", min_replicas=2, max_replicas=2)
+    wait_for(lambda: ready_replicas(server, "crashy") == 2)
+    victim = status(server, "crashy")["versions"][0]["pids"][0]
+    x = iris()[0][:4].astype(np.float32)
+    codes: Counter[int] = Counter()
+    stop = threading.Event()
+
+    def hammer() -> None:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            while not stop.is_set():
+                codes[infer(client, "crashy", x).status_code] += 1
+
+    threads = [threading.Thread(target=hammer) for _ in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(0.5)
+    os.kill(victim, signal.SIGKILL)
+    killed_at = time.monotonic()
+    wait_for(lambda: ready_replicas(server, "crashy") == 2, timeout=5)
+    replaced_in = time.monotonic() - killed_at
+    time.sleep(0.3)
+    stop.set()
+    for t in threads:
+        t.join(timeout=30)
+        assert not t.is_alive(), "a request hung"
+    assert set(codes) <= {200, 503}, codes
+    assert codes[200] > 0
+    assert replaced_in < 5
+    assert victim not in status(server, "crashy")["versions"][0]["pids"]
+    assert metric(server, "modelbay_replica_restarts_total", model="crashy") == 1
+
+
+def test_alias_roll_fails_no_request(server: RunningServer, onnx_model: BuiltModel) -> None:
+    push(server, "rolling", onnx_model.path)
+    push(server, "rolling", onnx_model.path)
+    httpx.put(f"{server.url}/api/v1/models/rolling/aliases/production", json={"version": 1})
+    deploy(server, "rolling", version="production")
+    wait_for(lambda: ready_replicas(server, "rolling", 1) == 1)
+    x = iris()[0][:2].astype(np.float32)
+    seen: list[tuple[int, str]] = []
+    stop = threading.Event()
+
+    def hammer() -> None:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            while not stop.is_set():
+                r = infer(client, "rolling", x)
+                version = r.json().get("model_version", "") if r.status_code == 200 else ""
+                seen.append((r.status_code, version))
+
+    threads = [threading.Thread(target=hammer) for _ in range(3)]
+    for t in threads:
+        t.start()
+    time.sleep(0.3)
+    httpx.put(f"{server.url}/api/v1/models/rolling/aliases/production", json={"version": 2})
+    wait_for(lambda: any(v == "2" for _, v in seen[-5:]), timeout=30)
+    time.sleep(0.3)
+    stop.set()
+    for t in threads:
+        t.join(timeout=30)
+    assert {code for code, _ in seen} == {200}
+    assert {v for _, v in seen} == {"1", "2"}
+    wait_for(lambda: [v["version"] for v in status(server, "rolling")["versions"]] == [2])
+
+
+def test_canary_split_sends_traffic_to_both_versions(
+    server: RunningServer, onnx_model: BuiltModel
+) -> None:
+    push(server, "canary", onnx_model.path)
+    push(server, "canary", onnx_model.path)
+    deploy(server, "canary", version="1", canary_version="2", canary_weight=30)
+    wait_for(lambda: ready_replicas(server, "canary") == 2)
+    x = iris()[0][:1].astype(np.float32)
+    with httpx.Client(base_url=server.url) as client:
+        versions = Counter(infer(client, "canary", x).json()["model_version"] for _ in range(300))
+    assert set(versions) == {"1", "2"}
+    assert 0.15 < versions["2"] / 300 < 0.45, versions
+    with httpx.Client(base_url=server.url) as client:
+        assert infer(client, "canary", x, ref="2").json()["model_version"] == "2"
+
+
+def test_scale_up_down_and_to_zero_with_cold_start_measured(
+    server: RunningServer, onnx_model: BuiltModel
+) -> None:
+    push(server, "elastic", onnx_model.path)
+    deploy(
+        server,
+        "elastic",
+        min_replicas=0,
+        max_replicas=2,
+        target_inflight_per_replica=1,
+        scale_up_delay_s=0,
+        scale_down_delay_s=1,
+        idle_to_zero_s=2,
+        max_batch_size=1,
+    )
+    assert ready_replicas(server, "elastic") == 0
+    assert httpx.get(f"{server.url}/v2/models/elastic/ready").status_code == 200
+    x = iris()[0][:1].astype(np.float32)
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        assert infer(client, "elastic", x).status_code == 200  # waits for a cold start
+        assert metric(server, "modelbay_cold_starts_total", model="elastic") == 1
+        assert metric(server, "modelbay_cold_start_seconds_count", model="elastic") == 1
+
+        stop = threading.Event()
+
+        def hammer() -> None:
+            while not stop.is_set():
+                infer(client, "elastic", x)
+
+        with ThreadPoolExecutor(8) as pool:
+            for _ in range(8):
+                pool.submit(hammer)
+            try:
+                wait_for(lambda: ready_replicas(server, "elastic") == 2, timeout=20)
+            finally:
+                stop.set()
+    wait_for(lambda: ready_replicas(server, "elastic") == 0, timeout=20)
+
+
+def test_deployments_come_back_after_a_restart(
+    fresh_server: RunningServer, onnx_model: BuiltModel
+) -> None:
+    push(fresh_server, "durable", onnx_model.path)
+    deploy(fresh_server, "durable", max_batch_size=4)
+    wait_for(lambda: ready_replicas(fresh_server, "durable") == 1)
+    fresh_server.restart()
+    wait_for(lambda: ready_replicas(fresh_server, "durable") == 1)
+    x = iris()[0][:3].astype(np.float32)
+    with httpx.Client(base_url=fresh_server.url) as client:
+        response = infer(client, "durable", x)
+    assert response.status_code == 200
+    listed = httpx.get(f"{fresh_server.url}/api/v1/deployments").json()["deployments"]
+    assert [(d["name"], d["config"]["max_batch_size"]) for d in listed] == [("durable", 4)]
