@@ -20,6 +20,7 @@ class LoadResult:
 
     seconds: float
     latencies: list[float] = field(default_factory=list)
+    ok_latencies: list[float] = field(default_factory=list)
     statuses: dict[int, int] = field(default_factory=dict)
     errors: int = 0
 
@@ -27,8 +28,8 @@ class LoadResult:
     def rps(self) -> float:
         return len(self.latencies) / self.seconds
 
-    def percentile(self, q: float) -> float:
-        ordered = sorted(self.latencies)
+    def percentile(self, q: float, *, ok_only: bool = False) -> float:
+        ordered = sorted(self.ok_latencies if ok_only else self.latencies)
         return 1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
 
     @property
@@ -68,12 +69,14 @@ def _exchange(sock: socket.socket, request: bytes, buf: bytearray) -> int:
 def _process(port: int, request: bytes, threads: int, seconds: float, queue: mp.Queue) -> None:  # type: ignore[type-arg]
     deadline = time.perf_counter() + seconds
     latencies: list[float] = []
+    ok_latencies: list[float] = []
     statuses: dict[int, int] = {}
     errors = [0]
     lock = threading.Lock()
 
     def worker() -> None:
         mine: list[float] = []
+        mine_ok: list[float] = []
         codes: dict[int, int] = {}
         sock = socket.create_connection(("127.0.0.1", port), timeout=60)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -88,11 +91,15 @@ def _process(port: int, request: bytes, threads: int, seconds: float, queue: mp.
                 sock.close()
                 sock = socket.create_connection(("127.0.0.1", port), timeout=60)
                 continue
-            mine.append(time.perf_counter() - start)
+            took = time.perf_counter() - start
+            mine.append(took)
+            if code == 200:
+                mine_ok.append(took)
             codes[code] = codes.get(code, 0) + 1
         sock.close()
         with lock:
             latencies.extend(mine)
+            ok_latencies.extend(mine_ok)
             for code, n in codes.items():
                 statuses[code] = statuses.get(code, 0) + n
 
@@ -101,7 +108,7 @@ def _process(port: int, request: bytes, threads: int, seconds: float, queue: mp.
         w.start()
     for w in workers:
         w.join()
-    queue.put((latencies, statuses, errors[0]))
+    queue.put((latencies, ok_latencies, statuses, errors[0]))
 
 
 def run_load(
@@ -121,8 +128,9 @@ def run_load(
         p.start()
     result = LoadResult(seconds)
     for _ in procs:
-        latencies, statuses, errors = queue.get(timeout=seconds + 120)
+        latencies, ok_latencies, statuses, errors = queue.get(timeout=seconds + 120)
         result.latencies.extend(latencies)
+        result.ok_latencies.extend(ok_latencies)
         result.errors += errors
         for code, n in statuses.items():
             result.statuses[code] = result.statuses.get(code, 0) + n

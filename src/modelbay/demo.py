@@ -17,6 +17,7 @@ import numpy as np
 
 from modelbay.catalog import Catalog, PushRequest
 from modelbay.errors import NotFound
+from modelbay.registry import DeploymentConfig, DeploymentStore
 from modelbay.tensors import Signature
 
 log = logging.getLogger("modelbay.demo")
@@ -26,6 +27,20 @@ CNN_SIGNATURE = {
     "inputs": [{"name": "image", "datatype": "FP32", "shape": [-1, 1, 8, 8]}],
     "outputs": [{"name": "logits", "datatype": "FP32", "shape": [-1, 10]}],
 }
+
+
+def install_demo_deployment(deployments: DeploymentStore) -> bool:
+    """Deploy the ONNX CNN (its production alias, batching up to 32) unless it is deployed."""
+    try:
+        deployments.get("digits-cnn-onnx")
+    except NotFound:
+        deployments.create(
+            "digits-cnn-onnx",
+            "production",
+            DeploymentConfig(min_replicas=1, max_replicas=2, max_batch_size=32),
+        )
+        return True
+    return False
 
 
 def install_demo_models(catalog: Catalog) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -69,6 +70,8 @@ def _settings(**overrides: Any) -> Any:
 
 
 def _run(settings: Any, *, demo: bool) -> None:
+    # gRPC's C core logs every fork (replicas are spawned processes); keep its errors only.
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     import uvicorn
 
     from modelbay.api import create_app
@@ -76,14 +79,17 @@ def _run(settings: Any, *, demo: bool) -> None:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
     )
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     app = create_app(settings)
     if demo:
-        from modelbay.demo import install_demo_models
+        from modelbay.demo import install_demo_deployment, install_demo_models
 
         with console.status("building demo models from scikit-learn's digits data..."):
             pushed = install_demo_models(app.state.ctx.catalog)
         if pushed:
             console.print(f"[green]registered demo models:[/] {', '.join(pushed)}")
+        if install_demo_deployment(app.state.ctx.deployments):
+            console.print("[green]deployed[/] digits-cnn-onnx@production (batching, 1-2 replicas)")
         _print_tour(f"http://{settings.host}:{settings.port}")
     uvicorn.run(
         app,
@@ -104,6 +110,8 @@ Try, from another terminal in this directory:
   .venv/bin/modelbay models list
   .venv/bin/modelbay predict digits-cnn@production --input examples/digit-3-image.json
   .venv/bin/modelbay models show digits-cnn
+  .venv/bin/modelbay deployments list
+  curl -s {url}/metrics | grep modelbay_batch_size
 
 API docs: {url}/docs
 """
