@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
 import threading
 import time
 from collections import Counter
@@ -269,3 +271,53 @@ def test_deployments_come_back_after_a_restart(
     assert response.status_code == 200
     listed = httpx.get(f"{fresh_server.url}/api/v1/deployments").json()["deployments"]
     assert [(d["name"], d["config"]["max_batch_size"]) for d in listed] == [("durable", 4)]
+
+
+def test_bad_deployments_are_refused_with_the_reason(
+    server: RunningServer, onnx_model: BuiltModel
+) -> None:
+    push(server, "refusals", onnx_model.path)
+    url = f"{server.url}/api/v1/deployments"
+    too_few = httpx.post(url, json={"model": "refusals", "min_replicas": 3, "max_replicas": 1})
+    assert too_few.status_code == 422
+    assert "min_replicas (3) exceeds max_replicas (1)" in too_few.json()["error"]
+    missing = httpx.post(url, json={"model": "refusals", "version": "staging"})
+    assert missing.status_code == 404
+    assert "staging" in missing.json()["error"]
+    typo = httpx.post(url, json={"model": "refusals", "max_batch": 8})
+    assert typo.status_code == 422
+    assert "max_batch" in typo.json()["error"]
+    assert httpx.post(url, json={"model": "nope"}).status_code == 404
+    assert httpx.get(f"{url}/refusals").status_code == 404
+
+    deploy(server, "refusals", version="1", min_replicas=0)
+    assert httpx.post(url, json={"model": "refusals"}).status_code == 409
+    pinned = httpx.delete(f"{server.url}/api/v1/models/refusals/versions/1")
+    assert pinned.status_code == 409
+    assert "deployment" in pinned.json()["error"]
+    scaled = httpx.patch(f"{url}/refusals", json={"min_replicas": 5})
+    assert scaled.status_code == 422
+    assert httpx.delete(f"{url}/refusals").status_code == 204
+    assert httpx.delete(f"{server.url}/api/v1/models/refusals/versions/1").status_code == 204
+
+
+def test_request_of_a_client_that_left_is_never_run(
+    server: RunningServer, onnx_model: BuiltModel
+) -> None:
+    push(server, "walkaway", onnx_model.path)
+    # A lone request waits up to 1.5 s for others to join its batch.
+    deploy(server, "walkaway", max_batch_size=64, max_queue_delay_ms=1500)
+    wait_for(lambda: ready_replicas(server, "walkaway") == 1)
+    body = json.dumps(request(iris()[0][:1].astype(np.float32))).encode()
+    head = (
+        f"POST /v2/models/walkaway/infer HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(head + body)
+        time.sleep(0.3)
+    time.sleep(2.0)
+    assert metric(server, "modelbay_batch_size_count", model="walkaway") == 0
+    assert metric(server, "modelbay_requests_total", model="walkaway", status="499") == 1
+    with httpx.Client(base_url=server.url) as client:  # the deployment still serves
+        assert infer(client, "walkaway", iris()[0][:1].astype(np.float32)).status_code == 200

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from modelbay.errors import ModelbayError, ModelNotReady
+from modelbay.errors import ClientDisconnected, ModelbayError, ModelNotReady
 from modelbay.registry import LATEST, VersionRecord
 from modelbay.serving.controller import DeploymentController
 from modelbay.serving.metrics import ServingMetrics
@@ -117,6 +117,9 @@ class InferenceService:
             return result
         except ModelbayError as exc:
             status = exc.status
+            raise
+        except asyncio.CancelledError:
+            status = ClientDisconnected.status  # the client went away (or the server stops)
             raise
         finally:
             self.metrics.requests.labels(name, version, str(status)).inc()
