@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -54,8 +55,61 @@ class Settings(BaseSettings):
     metrics_public: bool = True
     """Serve /metrics without authentication."""
 
+    encryption_key: SecretStr | None = None
+    """Base64 AES-256 key that encrypts artifact blobs at rest; unset: blobs stay plaintext."""
+
+    encryption_key_file: Path | None = None
+    """File holding the encryption key (base64 or 32 raw bytes), instead of ``encryption_key``."""
+
+    encryption_old_keys_file: Path | None = None
+    """Older keys (base64, one a line) still accepted for reading while keys rotate."""
+
     log_level: str = "info"
     """Log level of the server."""
+
+    tls_cert_file: Path | None = None
+    """PEM certificate chain; with tls_key_file, HTTP and gRPC serve TLS only."""
+
+    tls_key_file: Path | None = None
+    """PEM private key of ``tls_cert_file`` (unencrypted)."""
+
+    @model_validator(mode="after")
+    def _check_encryption_keys(self) -> Settings:
+        from modelbay.store.crypto import keyring_from_settings  # the store imports settings
+
+        keyring_from_settings(self)  # a malformed or unreadable key fails at start-up
+        return self
+
+    @model_validator(mode="after")
+    def _check_tls_files(self) -> Settings:
+        # At startup and naming the setting, rather than as a traceback from a listener.
+        cert, key = self.tls_cert_file, self.tls_key_file
+        if cert is None and key is None:
+            return self
+        if cert is None or key is None:
+            given, missing = ("tls_key_file", "tls_cert_file")
+            if key is None:
+                given, missing = missing, given
+            raise ValueError(
+                f"{given} is set but {missing} is not (MODELBAY_{missing.upper()}); TLS needs both"
+            )
+        self.tls_pem()  # each file is readable and PEM
+        try:
+            # An empty password makes an encrypted key fail here instead of prompting.
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key, "")
+        except ssl.SSLError as exc:
+            raise ValueError(
+                f"tls_cert_file '{cert}' and tls_key_file '{key}' are not a certificate chain "
+                f"and its unencrypted private key ({exc.reason or exc})"
+            ) from None
+        return self
+
+    def tls_pem(self) -> tuple[bytes, bytes] | None:
+        """``(certificate chain, private key)`` as PEM bytes, or None when TLS is off."""
+        if self.tls_cert_file is None or self.tls_key_file is None:
+            return None
+        cert = _read_pem(self.tls_cert_file, "tls_cert_file")
+        return cert, _read_pem(self.tls_key_file, "tls_key_file")
 
     @property
     def registry_url(self) -> str:
@@ -66,3 +120,13 @@ class Settings(BaseSettings):
     @property
     def blob_dir(self) -> Path:
         return self.data_dir / "blobs"
+
+
+def _read_pem(path: Path, setting: str) -> bytes:
+    try:
+        pem = path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"{setting} '{path}' cannot be read: {exc.strerror or exc}") from None
+    if b"-----BEGIN " not in pem:
+        raise ValueError(f"{setting} '{path}' is not PEM (no '-----BEGIN' line)")
+    return pem

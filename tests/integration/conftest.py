@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -15,14 +16,27 @@ import pytest
 
 
 class RunningServer:
-    """A ``modelbay serve`` subprocess; ``restart`` keeps the data directory."""
+    """A ``modelbay serve`` subprocess; ``restart`` keeps the data directory.
 
-    def __init__(self, data_dir: Path, log_path: Path, env: dict[str, str] | None = None):
+    With ``MODELBAY_TLS_CERT_FILE`` in ``env`` it serves https, and ``verify`` trusts ``ca_cert``.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        log_path: Path,
+        env: dict[str, str] | None = None,
+        ca_cert: Path | None = None,
+    ):
         self.data_dir = data_dir
         self.extra_env = env or {}
         self.log_path = log_path
         self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.scheme = "https" if "MODELBAY_TLS_CERT_FILE" in self.extra_env else "http"
+        self.verify: ssl.SSLContext | bool = (
+            ssl.create_default_context(cafile=ca_cert) if ca_cert else True
+        )
+        self.url = f"{self.scheme}://127.0.0.1:{self.port}"
         self.grpc_port = _free_port()
         self.grpc_url = f"127.0.0.1:{self.grpc_port}"
         self.process: subprocess.Popen[bytes] | None = None
@@ -56,7 +70,8 @@ class RunningServer:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited early:\n{self.log_path.read_text()[-3000:]}")
             try:
-                if httpx.get(f"{self.url}/v2/health/ready", timeout=2).status_code == 200:
+                ready = httpx.get(f"{self.url}/v2/health/ready", timeout=2, verify=self.verify)
+                if ready.status_code == 200:
                     return
             except httpx.TransportError:
                 pass

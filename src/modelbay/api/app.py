@@ -10,22 +10,26 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from modelbay import __version__
+from modelbay.api import audit as audit_api
 from modelbay.api import deployments as deployments_api
 from modelbay.api import management, v2
 from modelbay.api import metrics as metrics_api
+from modelbay.api.audit import AuditTrail
 from modelbay.api.context import AppContext
 from modelbay.api.errors import install_error_handlers
 from modelbay.api.grpc_server import STOP_GRACE_S, start_grpc_server
+from modelbay.api.headers import SecurityHeaders
 from modelbay.api.limits import BodyLimit
 from modelbay.api.v2_infer import InferFastPath
 from modelbay.catalog import Catalog
 from modelbay.registry import DeploymentStore, Registry, make_engine, migrate
+from modelbay.security.audit import AuditLog
 from modelbay.serving import InferenceService, ServedModels
 from modelbay.serving.controller import DeploymentController
 from modelbay.serving.metrics import ServingMetrics
 from modelbay.serving.replica import replica_factory
 from modelbay.settings import Settings
-from modelbay.store import LocalArtifactStore
+from modelbay.store import keyring_from_settings, make_store
 
 log = logging.getLogger("modelbay")
 
@@ -37,7 +41,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     engine = make_engine(settings.registry_url)
     migrate(engine)
     registry = Registry(engine)
-    store = LocalArtifactStore(settings.blob_dir)
+    keyring = keyring_from_settings(settings)
+    store = make_store(settings.blob_dir, keyring)
     served = ServedModels(registry, store, threads=settings.intra_op_threads)
     catalog = Catalog(
         registry,
@@ -56,10 +61,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         replica_factory(settings.replica_mode),
         metrics,
         blob_dir=str(settings.blob_dir),
+        keyring=keyring,
         interval_s=settings.reconcile_interval_s,
     )
     inference = InferenceService(served, pool, controller, metrics)
-    ctx = AppContext(settings, registry, catalog, served, inference, deployments, controller)
+    audit = AuditLog(engine, head_file=settings.data_dir / "audit.head")
+    ctx = AppContext(settings, registry, catalog, served, inference, deployments, controller, audit)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -67,7 +74,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # On uvicorn's event loop, so gRPC and HTTP share the served models and the pool.
         grpc_server = None
         if settings.grpc_port:
-            grpc_server = await start_grpc_server(ctx, settings.host, settings.grpc_port)
+            grpc_server = await start_grpc_server(
+                ctx, settings.host, settings.grpc_port, settings.tls_pem()
+            )
         yield
         if grpc_server is not None:
             await grpc_server.stop(STOP_GRACE_S)
@@ -88,11 +97,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(management.router)
     app.include_router(deployments_api.router)
     app.include_router(metrics_api.router)
+    app.include_router(audit_api.router)
     app.add_middleware(
         BodyLimit,
         default=settings.max_request_bytes,
         uploads=settings.max_upload_bytes,
         upload_suffix=management.UPLOAD_SUFFIX,
     )
+    app.add_middleware(AuditTrail, audit=audit)
+    app.add_middleware(SecurityHeaders)
     app.add_middleware(InferFastPath, inference=inference, max_body=settings.max_request_bytes)
     return app

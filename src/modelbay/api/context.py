@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 
 from modelbay.catalog import Catalog
 from modelbay.registry import DeploymentStore, Registry
+from modelbay.security.audit import AuditLog
 from modelbay.serving import InferenceService, ServedModels
 from modelbay.serving.controller import DeploymentController
 from modelbay.settings import Settings
@@ -25,6 +26,7 @@ class AppContext:
     inference: InferenceService
     deployments: DeploymentStore
     controller: DeploymentController
+    audit: AuditLog
 
 
 async def _context(request: Request) -> AppContext:

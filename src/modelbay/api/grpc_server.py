@@ -166,8 +166,11 @@ async def _off_loop(size: int, fn: Callable[P, T], *args: P.args, **kwargs: P.kw
     return fn(*args, **kwargs)
 
 
-async def start_grpc_server(ctx: AppContext, host: str, port: int) -> grpc.aio.Server:
-    """Serve V2 gRPC on ``host:port`` (0: any free port); stop with ``await server.stop(grace)``."""
+async def start_grpc_server(
+    ctx: AppContext, host: str, port: int, tls: tuple[bytes, bytes] | None = None
+) -> grpc.aio.Server:
+    """Serve V2 gRPC on ``host:port`` (0: any free port), over TLS only when ``tls`` gives
+    ``(certificate chain, private key)`` PEM; stop with ``await server.stop(grace)``."""
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", ctx.settings.max_request_bytes),
@@ -176,7 +179,11 @@ async def start_grpc_server(ctx: AppContext, host: str, port: int) -> grpc.aio.S
     )
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(ctx), server)  # type: ignore[no-untyped-call]
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    server.add_insecure_port(address)
+    if tls is None:
+        server.add_insecure_port(address)
+    else:
+        cert_chain, private_key = tls
+        server.add_secure_port(address, grpc.ssl_server_credentials([(private_key, cert_chain)]))
     await server.start()
-    log.info("V2 gRPC listening on %s", address)
+    log.info("V2 gRPC listening on %s%s", address, " (TLS)" if tls else "")
     return server

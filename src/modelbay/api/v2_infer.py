@@ -19,6 +19,7 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from modelbay.api.errors import retry_after_value
+from modelbay.api.headers import SECURITY_HEADERS
 from modelbay.errors import ClientDisconnected, InvalidRequest, ModelbayError, PayloadTooLarge
 from modelbay.protocols import v2
 from modelbay.serving import InferenceService, InferResult
@@ -162,7 +163,7 @@ async def _unless(disconnected: Awaitable[None], work: Awaitable[InferResult]) -
 
 async def _send(send: Send, answer: Answer) -> None:
     status, headers, content = answer
-    headers = [*headers, (b"content-length", str(len(content)).encode())]
+    headers = [*headers, *SECURITY_HEADERS, (b"content-length", str(len(content)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": content})
 

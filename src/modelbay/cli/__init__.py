@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from modelbay.cli import deployments, models, predict
+from modelbay.cli import admin, audit, deployments, models, predict
 from modelbay.cli._session import Connection
 from modelbay.cli.server import register as register_server
 from modelbay.client import DEFAULT_URL
@@ -29,12 +30,23 @@ def _root(
         str | None,
         typer.Option(envvar="MODELBAY_API_KEY", help="API key sent as a Bearer token"),
     ] = None,
+    ca_cert: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="MODELBAY_CA_CERT",
+            exists=True,
+            dir_okay=False,
+            help="PEM CA bundle that signs the server's TLS certificate (https:// URLs)",
+        ),
+    ] = None,
 ) -> None:
-    ctx.obj = Connection(url, api_key)
+    ctx.obj = Connection(url, api_key, ca_cert)
 
 
 register_server(app)
 app.add_typer(models.app, name="models")
+app.add_typer(admin.app, name="admin")
+app.add_typer(audit.app, name="audit")
 predict.register(app)
 deployments.register(app)
 

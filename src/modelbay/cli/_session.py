@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
@@ -25,10 +26,11 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print the server's JSON i
 
 @dataclass(frozen=True)
 class Connection:
-    """The root options ``--url`` and ``--api-key``, kept for subcommands on ``ctx.obj``."""
+    """The root options ``--url``, ``--api-key`` and ``--ca-cert``, kept on ``ctx.obj``."""
 
     url: str = DEFAULT_URL
     api_key: str | None = None
+    ca_cert: Path | None = None
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -52,7 +54,8 @@ def reported_errors() -> Iterator[None]:
 def connect(ctx: typer.Context) -> Iterator[Client]:
     """A ``Client`` for the root options; errors inside the block end the command cleanly."""
     conn = ctx.obj if isinstance(ctx.obj, Connection) else Connection()
-    with reported_errors(), Client(conn.url, conn.api_key) as client:
+    verify = str(conn.ca_cert) if conn.ca_cert else True
+    with reported_errors(), Client(conn.url, conn.api_key, verify=verify) as client:
         yield client
 
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from pydantic_core import ErrorDetails
 
 console = Console(stderr=True)
 
@@ -24,6 +27,18 @@ DbOpt = Annotated[
     str | None, typer.Option(help="SQLAlchemy URL of the registry [env MODELBAY_DATABASE_URL]")
 ]
 LogOpt = Annotated[str | None, typer.Option(help="debug, info, warning, error")]
+TlsCertOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--tls-cert",
+        help="PEM certificate chain; with --tls-key, HTTP and gRPC serve TLS only "
+        "[env MODELBAY_TLS_CERT_FILE]",
+    ),
+]
+TlsKeyOpt = Annotated[
+    Path | None,
+    typer.Option("--tls-key", help="PEM private key of --tls-cert [env MODELBAY_TLS_KEY_FILE]"),
+]
 
 
 def register(app: typer.Typer) -> None:
@@ -39,6 +54,8 @@ def serve(
     data_dir: DataDirOpt = None,
     database_url: DbOpt = None,
     log_level: LogOpt = None,
+    tls_cert: TlsCertOpt = None,
+    tls_key: TlsKeyOpt = None,
 ) -> None:
     settings = _settings(
         host=host,
@@ -47,6 +64,8 @@ def serve(
         data_dir=data_dir,
         database_url=database_url,
         log_level=log_level,
+        tls_cert_file=tls_cert,
+        tls_key_file=tls_key,
     )
     _run(settings, demo=False)
 
@@ -64,9 +83,21 @@ def demo(
 
 
 def _settings(**overrides: Any) -> Any:
+    from pydantic import ValidationError
+
+    from modelbay.cli._session import fail
     from modelbay.settings import Settings
 
-    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        fail(f"invalid settings: {'; '.join(_problem(e) for e in exc.errors())}", code=2)
+
+
+def _problem(error: ErrorDetails) -> str:
+    message = error["msg"].removeprefix("Value error, ")
+    where = ".".join(str(part) for part in error["loc"])
+    return f"{where}: {message}" if where else message
 
 
 def _run(settings: Any, *, demo: bool) -> None:
@@ -90,11 +121,15 @@ def _run(settings: Any, *, demo: bool) -> None:
             console.print(f"[green]registered demo models:[/] {', '.join(pushed)}")
         if install_demo_deployment(app.state.ctx.deployments):
             console.print("[green]deployed[/] digits-cnn-onnx@production (batching, 1-2 replicas)")
-        _print_tour(f"http://{settings.host}:{settings.port}")
+        scheme = "https" if settings.tls_cert_file else "http"
+        _print_tour(f"{scheme}://{settings.host}:{settings.port}")
+    # uvicorn's default context accepts TLS 1.2 and newer only; its banner then says https://.
     uvicorn.run(
         app,
         host=settings.host,
         port=settings.port,
+        ssl_certfile=settings.tls_cert_file,
+        ssl_keyfile=settings.tls_key_file,
         log_level=settings.log_level,
         access_log=settings.log_level == "debug",
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import ssl
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from pathlib import Path, PurePosixPath
@@ -17,7 +18,7 @@ import numpy as np
 
 from modelbay import __version__
 from modelbay.client.deployments import WAIT_TIMEOUT_S, DeploymentCalls
-from modelbay.client.errors import ApiError
+from modelbay.client.errors import ApiError, raise_for_status
 from modelbay.client.uploads import ProgressCallback, ProgressReader, UploadProgress, collect_files
 from modelbay.errors import ArtifactCorrupted, ModelbayError
 from modelbay.protocols import v2
@@ -35,7 +36,8 @@ class Client:
 
     ``url`` defaults to ``$MODELBAY_URL`` (else http://127.0.0.1:8080) and ``api_key`` to
     ``$MODELBAY_API_KEY``; errors are ``ApiError`` (status 0 when the server is unreachable).
-    ``transport`` replaces the network, e.g. by ``httpx.MockTransport`` in tests.
+    ``verify`` is the CA bundle (path) that signs the server's TLS certificate, or a bool as in
+    httpx; ``transport`` replaces the network, e.g. by ``httpx.MockTransport`` in tests.
     """
 
     def __init__(
@@ -44,6 +46,7 @@ class Client:
         api_key: str | None = None,
         timeout: float = 60.0,
         *,
+        verify: bool | str = True,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.url = (url or os.environ.get("MODELBAY_URL") or DEFAULT_URL).rstrip("/")
@@ -51,8 +54,9 @@ class Client:
         headers = {"User-Agent": f"modelbay-python/{__version__}"}
         if key:
             headers["Authorization"] = f"Bearer {key}"
+        tls = ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify
         self._http = httpx.Client(
-            base_url=self.url, headers=headers, timeout=timeout, transport=transport
+            base_url=self.url, headers=headers, timeout=timeout, verify=tls, transport=transport
         )
         self._deployments = DeploymentCalls(self._json, self._request)
 
@@ -231,6 +235,19 @@ class Client:
         """One deployment with its live status: state, versions, replicas, queue."""
         return self._deployments.get(name)
 
+    # -- audit ----------------------------------------------------------------------------
+
+    def audit_events(self, limit: int = 100, before: int | None = None) -> list[dict[str, Any]]:
+        """Audit events, newest first; ``before`` pages back from a sequence number."""
+        params: dict[str, int] = {"limit": limit}
+        if before is not None:
+            params["before"] = before
+        return _items(self._json("GET", "/api/v1/audit", params=params), "events")
+
+    def verify_audit(self) -> dict[str, Any]:
+        """Recompute the audit chain: ``{ok, checked, first_bad_seq, reason}``."""
+        return self._json("GET", "/api/v1/audit/verify")
+
     # -- inference (Open Inference Protocol v2) -------------------------------------------
 
     def predict(
@@ -275,7 +292,7 @@ class Client:
         response = self._send("GET", _v2_model(name, version, "ready"))
         if response.status_code == httpx.codes.SERVICE_UNAVAILABLE:
             return False
-        _raise_for_status(response)
+        raise_for_status(response)
         return True
 
     # -- transport ------------------------------------------------------------------------
@@ -294,7 +311,7 @@ class Client:
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         response = self._send(method, path, **kwargs)
-        _raise_for_status(response)
+        raise_for_status(response)
         return response
 
     def _json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
@@ -313,12 +330,15 @@ class Client:
             with self._http.stream("GET", path) as response:
                 if response.is_error:
                     response.read()
-                    _raise_for_status(response)
+                    raise_for_status(response)
                 yield response
         except httpx.TransportError as exc:
             raise self._unreachable(exc) from None
 
     def _unreachable(self, exc: httpx.TransportError) -> ApiError:
+        if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+            hint = "pass the CA that signed its certificate (SDK verify=, CLI --ca-cert)"
+            return ApiError(0, f"TLS with modelbay at {self.url} failed: {exc}; {hint}")
         if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
             return ApiError(0, f"cannot reach modelbay at {self.url}: is `modelbay serve` running?")
         return ApiError(0, f"request to modelbay at {self.url} failed: {exc or type(exc).__name__}")
@@ -355,23 +375,6 @@ def _v2_model(name: str, version: int | str | None, *parts: str) -> str:
     if version is not None:
         path += f"/versions/{quote(str(version), safe='')}"
     return "/".join([path, *parts])
-
-
-def _raise_for_status(response: httpx.Response) -> None:
-    if response.is_success:
-        return
-    raise ApiError(response.status_code, _error_message(response))
-
-
-def _error_message(response: httpx.Response) -> str:
-    try:
-        doc = response.json()
-    except ValueError:
-        doc = None
-    if isinstance(doc, dict) and isinstance(doc.get("error"), str):
-        return str(doc["error"])
-    text = response.text.strip()
-    return text[:500] or f"HTTP {response.status_code} {response.reason_phrase}"
 
 
 def _items(doc: Mapping[str, Any], key: str) -> list[dict[str, Any]]:

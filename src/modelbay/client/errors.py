@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import httpx
+
 from modelbay.errors import ModelbayError
 
 
@@ -13,3 +15,21 @@ class ApiError(ModelbayError):
 
     def __repr__(self) -> str:
         return f"ApiError({self.status}, {self.message!r})"
+
+
+def raise_for_status(response: httpx.Response) -> None:
+    """Raise ``ApiError`` with the server's ``error`` message unless ``response`` succeeded."""
+    if response.is_success:
+        return
+    raise ApiError(response.status_code, _error_message(response))
+
+
+def _error_message(response: httpx.Response) -> str:
+    try:
+        doc = response.json()
+    except ValueError:
+        doc = None
+    if isinstance(doc, dict) and isinstance(doc.get("error"), str):
+        return str(doc["error"])
+    text = response.text.strip()
+    return text[:500] or f"HTTP {response.status_code} {response.reason_phrase}"

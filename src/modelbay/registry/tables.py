@@ -126,3 +126,21 @@ class DeploymentRow(Base):
     )
 
     model: Mapped[ModelRow] = relationship()
+
+
+class AuditRow(Base):
+    """One audit event; ``hash`` chains it to the previous one (see ``security.audit``)."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, unique=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    actor: Mapped[str] = mapped_column(String(128))
+    action: Mapped[str] = mapped_column(String(128))
+    target: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    result: Mapped[int] = mapped_column(Integer)
+    client: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))

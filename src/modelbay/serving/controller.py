@@ -23,6 +23,7 @@ from modelbay.serving.messages import ReplicaSpec
 from modelbay.serving.metrics import ServingMetrics
 from modelbay.serving.pool import ReplicaFactory, ReplicaPool
 from modelbay.serving.version_server import VersionServer
+from modelbay.store.crypto import Keyring
 
 log = logging.getLogger("modelbay.controller")
 
@@ -60,6 +61,7 @@ class DeploymentController:
         metrics: ServingMetrics,
         *,
         blob_dir: str,
+        keyring: Keyring | None = None,
         interval_s: float = 2.0,
     ):
         self.registry = registry
@@ -67,6 +69,7 @@ class DeploymentController:
         self.factory = factory
         self.metrics = metrics
         self.blob_dir = blob_dir
+        self.keyring = keyring
         self.interval_s = interval_s
         self.running: dict[str, Deployment] = {}
         self._wake = asyncio.Event()
@@ -185,7 +188,7 @@ class DeploymentController:
             deployment.rolling.pop(new.version, None)
 
     def _server(self, row: DeploymentRecord, record: VersionRecord) -> VersionServer:
-        spec = ReplicaSpec(record, self.blob_dir, row.config.threads_per_replica)
+        spec = ReplicaSpec(record, self.blob_dir, row.config.threads_per_replica, self.keyring)
         pool = ReplicaPool(row.name, spec, self.factory, self.metrics)
         return VersionServer(record, row.config, pool, self.metrics)
 

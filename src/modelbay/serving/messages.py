@@ -13,26 +13,38 @@ from typing import Any
 import numpy as np
 
 from modelbay.registry import VersionRecord
+from modelbay.store.crypto import Keyring
 
 
 @dataclass
 class ReplicaSpec:
-    """What a worker needs to load one version: the record, where blobs live, threads."""
+    """What a worker needs to load one version: the record, where blobs live, threads.
+
+    The keyring travels on the worker's stdin pipe only, never in argv or the environment.
+    """
 
     record: VersionRecord
     blob_dir: str
     threads: int
+    keyring: Keyring | None = field(default=None, repr=False)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "record": self.record.model_dump(mode="json"),
             "blob_dir": self.blob_dir,
             "threads": self.threads,
+            "keys": self.keyring.encoded() if self.keyring is not None else None,
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ReplicaSpec:
-        return cls(VersionRecord.model_validate(data["record"]), data["blob_dir"], data["threads"])
+        keys = data.get("keys")
+        return cls(
+            VersionRecord.model_validate(data["record"]),
+            data["blob_dir"],
+            data["threads"],
+            Keyring.decode(keys) if keys else None,
+        )
 
 
 @dataclass

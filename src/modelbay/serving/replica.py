@@ -95,7 +95,9 @@ class ProcessReplica:
 
     async def start(self) -> None:
         parent, child = socket.socketpair()
-        env = {**os.environ, **_thread_env(self.spec.threads)}
+        # Keys reach the worker on its stdin only, never through its environment.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MODELBAY_ENCRYPTION")}
+        env.update(_thread_env(self.spec.threads))
         try:
             self._process = await asyncio.create_subprocess_exec(
                 sys.executable,
@@ -218,10 +220,10 @@ class InProcessReplica:
 
     async def start(self) -> None:
         from modelbay.serving.loading import load_version
-        from modelbay.store import LocalArtifactStore
+        from modelbay.store import make_store
 
         started = time.perf_counter()
-        store = LocalArtifactStore(Path(self.spec.blob_dir))
+        store = make_store(Path(self.spec.blob_dir), self.spec.keyring)
         loop = asyncio.get_running_loop()
         self._runtime = await loop.run_in_executor(
             self._executor,

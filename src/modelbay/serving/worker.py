@@ -51,13 +51,12 @@ def main() -> None:
 def serve(sock: socket.socket, spec: ReplicaSpec) -> None:
     """Load the version, announce readiness, answer tasks until told to stop."""
     from modelbay.serving.loading import load_version
-    from modelbay.store import LocalArtifactStore
+    from modelbay.store import make_store
 
     started = time.perf_counter()
     try:
-        runtime = load_version(
-            LocalArtifactStore(Path(spec.blob_dir)), spec.record, threads=spec.threads
-        )
+        store = make_store(Path(spec.blob_dir), spec.keyring)
+        runtime = load_version(store, spec.record, threads=spec.threads)
     except ModelbayError as exc:
         _send(sock, TaskFailed(-1, exc.status, exc.message, type(exc).__name__))
         return

@@ -1,0 +1,1 @@
+"""Security: the audit trail now; principals, keys, roles and quotas build on it."""
