@@ -55,21 +55,27 @@ class ServedModels:
         self._resolved: dict[tuple[str, str | int], tuple[float, VersionRecord, list[str] | None]]
         self._resolved = {}
         self._load_locks: dict[tuple[str, int], threading.Lock] = {}
+        self._resolve_locks: dict[tuple[str, str | int], threading.Lock] = {}
         self._lock = threading.Lock()
 
     def resolve(
         self, name: str, ref: str | int = "latest"
     ) -> tuple[VersionRecord, list[str] | None]:
         """The version a reference names now, and the model's labels."""
+        fresh = self.peek(name, ref)
+        if fresh is not None:
+            return fresh
         key = (name, parse_ref(ref))
-        hit = self._resolved.get(key)
-        now = time.monotonic()
-        if hit is not None and now - hit[0] < _RESOLVE_TTL_S:
-            return hit[1], hit[2]
-        record = self.registry.get_version(name, key[1])
-        labels = self.registry.get_model(name).labels
-        self._resolved[key] = (now, record, labels)
-        return record, labels
+        with self._lock:
+            lock = self._resolve_locks.setdefault(key, threading.Lock())
+        with lock:  # one registry read per expiry, however many requests arrive meanwhile
+            fresh = self.peek(name, ref)
+            if fresh is not None:
+                return fresh
+            record = self.registry.get_version(name, key[1])
+            labels = self.registry.get_model(name).labels
+            self._resolved[key] = (time.monotonic(), record, labels)
+            return record, labels
 
     def peek(self, name: str, ref: str | int) -> tuple[VersionRecord, list[str] | None] | None:
         """What ``resolve`` would answer, if it is cached and fresh (no I/O)."""
