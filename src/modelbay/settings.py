@@ -52,9 +52,6 @@ class Settings(BaseSettings):
     """How often deployments are reconciled with the registry (changes made through
     this server apply at once; the interval bounds lag from other frontends)."""
 
-    metrics_public: bool = True
-    """Serve /metrics without authentication."""
-
     encryption_key: SecretStr | None = None
     """Base64 AES-256 key that encrypts artifact blobs at rest; unset: blobs stay plaintext."""
 

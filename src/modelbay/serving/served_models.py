@@ -129,9 +129,6 @@ class ServedModels:
         for key in [k for k in self._resolved if k[0] == name]:
             self._resolved.pop(key, None)
 
-    def is_loaded(self, name: str, version: int) -> bool:
-        return (name, version) in self._loaded
-
     def close(self) -> None:
         for loaded in self._loaded.values():
             loaded.runtime.unload()
