@@ -37,4 +37,4 @@ bench: install
 	$(BIN)/python bench/serving.py
 
 clean:
-	rm -rf $(VENV) demo-data .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) demo-data .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -1,8 +1,9 @@
 """Control-plane operations that touch both the registry and the artifact store.
 
-A push stages the uploaded files, checks them (format, safety, signature) by loading the
-model, moves them into the content-addressed store and records the version. Deletes
-remove rows first and then the blobs no other version references.
+A push stages the uploaded files (or unpacks the one uploaded archive), checks them
+(format, safety, signature) by loading the model, moves them into the content-addressed
+store and records the version. Deletes remove rows first and then the blobs no other
+version references.
 """
 
 from __future__ import annotations
@@ -11,14 +12,18 @@ import shutil
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, BinaryIO
 
+from modelbay.archives import extract, safe_relative_path
 from modelbay.errors import InvalidArtifact, InvalidRequest, PayloadTooLarge
 from modelbay.registry import FileEntry, NewVersion, Registry, VersionRecord
 from modelbay.runtimes import Runtime, detect_format, load_runtime
 from modelbay.store.base import CHUNK, ArtifactStore
 from modelbay.tensors import Signature
+
+MAX_ARCHIVE_ENTRIES = 10_000
+"""Most files and directories an uploaded archive may hold."""
 
 _MODEL_EXTENSIONS = (".onnx", ".pt2", ".skops", ".pt", ".pth", ".ts", ".jit", ".zip")
 
@@ -37,6 +42,8 @@ class PushRequest:
     source: dict[str, Any] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
     created_by: str | None = None
+    archive: bool = False
+    """The single file is a .zip, .tar or .tar.gz of the version's files, unpacked safely."""
 
 
 class Catalog:
@@ -66,9 +73,17 @@ class Catalog:
         """Validate, store and register a new version of ``name``; returns the record."""
         if not push.files:
             raise InvalidRequest("a version needs at least one file", param="files")
+        if push.archive and len(push.files) != 1:
+            raise InvalidRequest(
+                f"with archive=true send exactly one file, the archive; got {len(push.files)}",
+                param="files",
+            )
         stage = self.store.staging_dir()
         try:
-            paths = self._stage(stage, push.files)
+            if push.archive:
+                paths = self._unpack(stage, push.files[0][1])
+            else:
+                paths = self._stage(stage, push.files)
             entrypoint = _entrypoint(paths, push.entrypoint)
             fmt = detect_format(stage / entrypoint, push.format)
             runtime = load_runtime(fmt, stage, entrypoint, push.signature, threads=self.threads)
@@ -137,19 +152,19 @@ class Catalog:
             paths.append(rel)
         return sorted(paths)
 
-
-def safe_relative_path(raw: str) -> str:
-    """Normalize a file path inside a version; refuse absolute paths and '..' (zip slip)."""
-    cleaned = raw.replace("\\", "/").strip()
-    path = PurePosixPath(cleaned)
-    if not cleaned or path.is_absolute() or ".." in path.parts or cleaned.startswith("~"):
-        raise InvalidRequest(
-            f"file path '{raw}' must be relative and stay inside the version", param="files"
-        )
-    parts = [p for p in path.parts if p not in ("", ".")]
-    if not parts:
-        raise InvalidRequest(f"file path '{raw}' is empty", param="files")
-    return "/".join(parts)
+    def _unpack(self, stage: Path, archive: BinaryIO) -> list[str]:
+        # The archive waits in a directory of its own so its name cannot meet a member's.
+        holder = self.store.staging_dir()
+        try:
+            self._stage(holder, [("archive", archive)])
+            return extract(
+                holder / "archive",
+                stage,
+                max_bytes=self.max_upload_bytes,
+                max_files=MAX_ARCHIVE_ENTRIES,
+            )
+        finally:
+            shutil.rmtree(holder, ignore_errors=True)
 
 
 def _entrypoint(paths: list[str], given: str | None) -> str:

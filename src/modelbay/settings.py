@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     replica_mode: Literal["process", "inprocess"] = "process"
     """Deployment replicas as worker processes, or threads of the server (debugging)."""
 
+    max_replicas: int = Field(default=32, ge=1)
+    """Replica processes all deployments together may run on this server."""
+
     reconcile_interval_s: float = 2.0
     """How often deployments are reconciled with the registry (changes made through
     this server apply at once; the interval bounds lag from other frontends)."""

@@ -29,7 +29,9 @@ def onnx_model(tmp_path_factory: pytest.TempPathFactory) -> BuiltModel:
 def push(server: RunningServer, name: str, path: Path) -> int:
     with open(path, "rb") as f:
         r = httpx.post(
-            f"{server.url}/api/v1/models/{name}/versions", files={"files": (path.name, f)}
+            f"{server.url}/api/v1/models/{name}/versions",
+            files={"files": (path.name, f)},
+            timeout=60,
         )
     assert r.status_code == 201, r.text
     version: int = r.json()["version"]

@@ -23,7 +23,9 @@ NAME = "sealed-mlp"
 def _push(server: RunningServer, path: Path) -> str:
     with open(path, "rb") as f:
         response = httpx.post(
-            f"{server.url}/api/v1/models/{NAME}/versions", files={"files": (path.name, f)}
+            f"{server.url}/api/v1/models/{NAME}/versions",
+            files={"files": (path.name, f)},
+            timeout=60,
         )
     assert response.status_code == 201, response.text
     digest: str = response.json()["files"][0]["digest"]

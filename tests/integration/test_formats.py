@@ -42,7 +42,9 @@ def infer_json(
         ],
         "outputs": [{"name": built.output_name}],
     }
-    response = httpx.post(f"{server.url}/v2/models/{name}/versions/{ref}/infer", json=request)
+    response = httpx.post(
+        f"{server.url}/v2/models/{name}/versions/{ref}/infer", json=request, timeout=60
+    )
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["model_name"] == name
@@ -97,7 +99,9 @@ def test_torchscript_without_signature_is_refused_with_how_to_fix(
     built = BUILDERS["torchscript"](tmp_path)
     with open(built.path, "rb") as f:
         response = httpx.post(
-            f"{server.url}/api/v1/models/ts-nosig/versions", files={"files": ("mlp.pt", f)}
+            f"{server.url}/api/v1/models/ts-nosig/versions",
+            files={"files": ("mlp.pt", f)},
+            timeout=60,
         )
     assert response.status_code == 422
     assert "signature" in response.json()["error"]

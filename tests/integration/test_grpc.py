@@ -17,7 +17,9 @@ from tritonclient.utils import InferenceServerException
 def _push(server: RunningServer, name: str, path: Path) -> None:
     with open(path, "rb") as f:
         response = httpx.post(
-            f"{server.url}/api/v1/models/{name}/versions", files={"files": (path.name, f)}
+            f"{server.url}/api/v1/models/{name}/versions",
+            files={"files": (path.name, f)},
+            timeout=60,
         )
     assert response.status_code == 201, response.text
 

@@ -19,7 +19,10 @@ def skops_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _push(url: str, name: str, path: Path, **data: str) -> httpx.Response:
     with open(path, "rb") as f:
         return httpx.post(
-            f"{url}/api/v1/models/{name}/versions", files={"files": (path.name, f)}, data=data
+            f"{url}/api/v1/models/{name}/versions",
+            files={"files": (path.name, f)},
+            timeout=60,
+            data=data,
         )
 
 
@@ -113,9 +116,11 @@ def test_unsupported_format_and_bad_signature_are_422(
     assert wrong_fmt.status_code == 422
 
 
-def test_upload_over_the_limit_is_413(tmp_path: Path, skops_file: Path) -> None:
+def test_upload_or_chunked_body_over_the_limit_is_413(tmp_path: Path, skops_file: Path) -> None:
     limited = RunningServer(
-        tmp_path / "data", tmp_path / "log", env={"MODELBAY_MAX_UPLOAD_BYTES": "1000"}
+        tmp_path / "data",
+        tmp_path / "log",
+        env={"MODELBAY_MAX_UPLOAD_BYTES": "1000", "MODELBAY_MAX_REQUEST_BYTES": "1000"},
     )
     limited.start()
     try:
@@ -123,5 +128,13 @@ def test_upload_over_the_limit_is_413(tmp_path: Path, skops_file: Path) -> None:
         assert response.status_code == 413
         assert "limit" in response.json()["error"]
         assert httpx.get(f"{limited.url}/api/v1/models/big").status_code == 404
+        # No Content-Length: the limit is found while FastAPI reads the body.
+        chunks = iter([b'{"name": "big", "description": "', b"x" * 2000, b'"}'])
+        chunked = httpx.post(
+            f"{limited.url}/api/v1/models",
+            content=chunks,
+            headers={"Content-Type": "application/json"},
+        )
+        assert chunked.status_code == 413, chunked.text
     finally:
         limited.stop()

@@ -13,7 +13,9 @@ from tests.integration.models import build_onnx, build_sklearn, iris
 def _push(server: RunningServer, name: str, path: Path) -> dict[str, object]:
     with open(path, "rb") as f:
         response = httpx.post(
-            f"{server.url}/api/v1/models/{name}/versions", files={"files": (path.name, f)}
+            f"{server.url}/api/v1/models/{name}/versions",
+            files={"files": (path.name, f)},
+            timeout=60,
         )
     assert response.status_code == 201, response.text
     body: dict[str, object] = response.json()
@@ -26,7 +28,9 @@ def _predict(server: RunningServer, name: str, ref: str, x: np.ndarray) -> httpx
             {"name": "x", "datatype": "FP32", "shape": list(x.shape), "data": x.ravel().tolist()}
         ]
     }
-    return httpx.post(f"{server.url}/v2/models/{name}/versions/{ref}/infer", json=request)
+    return httpx.post(
+        f"{server.url}/v2/models/{name}/versions/{ref}/infer", json=request, timeout=60
+    )
 
 
 def test_models_versions_and_aliases_survive_a_restart(

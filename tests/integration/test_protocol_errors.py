@@ -18,7 +18,9 @@ def iris_model(server: RunningServer, tmp_path_factory: pytest.TempPathFactory) 
     built = build_sklearn(tmp_path_factory.mktemp("iris"))
     with open(built.path, "rb") as f:
         response = httpx.post(
-            f"{server.url}/api/v1/models/{NAME}/versions", files={"files": ("iris.skops", f)}
+            f"{server.url}/api/v1/models/{NAME}/versions",
+            files={"files": ("iris.skops", f)},
+            timeout=60,
         )
     assert response.status_code == 201, response.text
     return NAME
@@ -79,7 +81,9 @@ def test_pickle_upload_is_refused_with_reason(server: RunningServer, tmp_path: P
     path.write_bytes(pickle.dumps({"weights": [1, 2, 3]}))
     with open(path, "rb") as f:
         response = httpx.post(
-            f"{server.url}/api/v1/models/pickled/versions", files={"files": ("model.pkl", f)}
+            f"{server.url}/api/v1/models/pickled/versions",
+            files={"files": ("model.pkl", f)},
+            timeout=60,
         )
     assert response.status_code == 422
     message = response.json()["error"]
@@ -90,6 +94,7 @@ def test_pickle_upload_is_refused_with_reason(server: RunningServer, tmp_path: P
         response = httpx.post(
             f"{server.url}/api/v1/models/pickled/versions",
             files={"files": ("model.skops", f)},
+            timeout=60,
             data={"format": "sklearn"},
         )
     assert response.status_code == 422
@@ -98,7 +103,9 @@ def test_pickle_upload_is_refused_with_reason(server: RunningServer, tmp_path: P
 
 def test_path_traversal_in_upload_is_refused(server: RunningServer, tmp_path: Path) -> None:
     response = httpx.post(
-        f"{server.url}/api/v1/models/slip/versions", files={"files": ("../../evil.onnx", b"x")}
+        f"{server.url}/api/v1/models/slip/versions",
+        files={"files": ("../../evil.onnx", b"x")},
+        timeout=60,
     )
     assert response.status_code == 400
     assert "relative" in response.json()["error"]

@@ -15,7 +15,9 @@ def onnx_model(server: RunningServer, tmp_path_factory: pytest.TempPathFactory):
     built = build_onnx(tmp_path_factory.mktemp("onnx"))
     with open(built.path, "rb") as f:
         response = httpx.post(
-            f"{server.url}/api/v1/models/triton-mlp/versions", files={"files": (built.path.name, f)}
+            f"{server.url}/api/v1/models/triton-mlp/versions",
+            files={"files": (built.path.name, f)},
+            timeout=60,
         )
     assert response.status_code == 201, response.text
     return built

@@ -63,6 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         blob_dir=str(settings.blob_dir),
         keyring=keyring,
         interval_s=settings.reconcile_interval_s,
+        max_replicas=settings.max_replicas,
     )
     inference = InferenceService(served, pool, controller, metrics)
     audit = AuditLog(engine, head_file=settings.data_dir / "audit.head")

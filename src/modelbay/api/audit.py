@@ -18,6 +18,7 @@ log = logging.getLogger("modelbay.audit")
 router = APIRouter(prefix="/api/v1/audit", tags=["audit"])
 
 _CHANGES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_MAX_SEQ = 2**63 - 1  # a 64-bit SQL integer; a larger ``before`` overflows the query
 
 
 class AuditPage(BaseModel):
@@ -35,7 +36,9 @@ class AuditVerification(BaseModel):
 def list_events(
     ctx: ContextDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    before: Annotated[int | None, Query(ge=1, description="page back from this seq")] = None,
+    before: Annotated[
+        int | None, Query(ge=1, le=_MAX_SEQ, description="page back from this seq")
+    ] = None,
 ) -> AuditPage:
     return AuditPage(events=ctx.audit.events(limit=limit, before=before))
 

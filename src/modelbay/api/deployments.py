@@ -8,6 +8,7 @@ from fastapi import APIRouter, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from modelbay.api.context import AppContext, ContextDep
+from modelbay.api.errors import error_responses
 from modelbay.registry import DeploymentConfig, DeploymentRecord
 
 router = APIRouter(prefix="/api/v1/deployments", tags=["deployments"])
@@ -16,7 +17,8 @@ router = APIRouter(prefix="/api/v1/deployments", tags=["deployments"])
 class ConfigFields(BaseModel):
     """Serving settings; omitted fields keep their default (create) or value (update)."""
 
-    model_config = ConfigDict(extra="forbid")
+    # `true` is no replica count, and `Infinity` (which Python's JSON reads) no delay
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
     min_replicas: int | None = Field(default=None, ge=0, le=64)
     max_replicas: int | None = Field(default=None, ge=1, le=64)
@@ -61,7 +63,12 @@ class DeploymentList(BaseModel):
     deployments: list[DeploymentOut]
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, summary="Deploy a model")
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    summary="Deploy a model",
+    responses=error_responses(400, 404, 409, 422),
+)
 def create(ctx: ContextDep, body: DeploymentCreate) -> DeploymentOut:
     _check_targets(ctx, body.model, body.version, body.canary_version)
     record = ctx.deployments.create(
@@ -80,12 +87,18 @@ def list_deployments(ctx: ContextDep) -> DeploymentList:
     return DeploymentList(deployments=[_out(ctx, r) for r in ctx.deployments.list()])
 
 
-@router.get("/{name}", summary="Get a deployment with what is running")
+@router.get(
+    "/{name}", summary="Get a deployment with what is running", responses=error_responses(404)
+)
 def get(ctx: ContextDep, name: str) -> DeploymentOut:
     return _out(ctx, ctx.deployments.get(name))
 
 
-@router.patch("/{name}", summary="Change a deployment: version, canary, replicas, batching")
+@router.patch(
+    "/{name}",
+    summary="Change a deployment: version, canary, replicas, batching",
+    responses=error_responses(400, 404, 422),
+)
 def update(ctx: ContextDep, name: str, body: DeploymentUpdate) -> DeploymentOut:
     changes = body.config_changes()
     if body.version is not None:
@@ -101,7 +114,12 @@ def update(ctx: ContextDep, name: str, body: DeploymentUpdate) -> DeploymentOut:
     return _out(ctx, record)
 
 
-@router.delete("/{name}", status_code=204, summary="Undeploy (queued requests are served first)")
+@router.delete(
+    "/{name}",
+    status_code=204,
+    summary="Undeploy (queued requests are served first)",
+    responses=error_responses(404),
+)
 def delete(ctx: ContextDep, name: str) -> Response:
     ctx.deployments.delete(name)
     ctx.controller.notify()

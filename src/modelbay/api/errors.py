@@ -5,15 +5,49 @@ from __future__ import annotations
 import logging
 import math
 import uuid
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.constants import REF_PREFIX
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException
+from starlette.routing import Match, Route
 
 from modelbay.errors import ModelbayError
 
 log = logging.getLogger("modelbay.api")
+
+_MEANINGS = {
+    400: "Malformed request: a bad name, field, tensor or header",
+    404: "Unknown model, version, alias, file or deployment",
+    409: "Already exists, or still in use",
+    413: "Body or upload over the configured limit",
+    422: "Invalid fields, or an unsupported or unsafe model artifact",
+    429: "Queue full: retry after Retry-After seconds",
+    503: "The model cannot serve right now",
+    504: "The request's deadline ran out before it could run",
+}
+_RETRY_AFTER = {
+    "Retry-After": {"description": "Seconds to wait before retrying", "schema": {"type": "string"}}
+}
+
+
+class ErrorBody(BaseModel):
+    """Every error answer: a message naming the bad field and what would have been valid."""
+
+    error: str
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for the errors a route can answer, each an ``ErrorBody``."""
+    responses: dict[int | str, dict[str, Any]] = {}
+    for status in statuses:
+        responses[status] = {"model": ErrorBody, "description": _MEANINGS[status]}
+        if status == 429:
+            responses[status]["headers"] = _RETRY_AFTER
+    return responses
 
 
 def error_response(
@@ -29,6 +63,7 @@ def retry_after_value(seconds: float) -> str:
 
 def install_error_handlers(app: FastAPI) -> None:
     """Typed errors keep their status; validation errors name fields; the rest is opaque."""
+    _document_validation_errors(app)
 
     @app.exception_handler(ModelbayError)
     async def _modelbay(_: Request, exc: ModelbayError) -> JSONResponse:
@@ -48,11 +83,51 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(422, "invalid request: " + "; ".join(problems))
 
     @app.exception_handler(HTTPException)
-    async def _http(_: Request, exc: HTTPException) -> JSONResponse:
-        return error_response(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+    async def _http(request: Request, exc: HTTPException) -> JSONResponse:
+        if isinstance(exc.__cause__, ModelbayError):
+            # FastAPI answers 400 for any error while reading a body, BodyLimit's 413 too.
+            return await _modelbay(request, exc.__cause__)
+        headers = getattr(exc, "headers", None)
+        if exc.status_code == 405:
+            headers = {"Allow": _allowed_methods(request)}
+        return error_response(exc.status_code, str(exc.detail), headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         incident = uuid.uuid4().hex[:12]
         log.exception("unhandled error %s on %s %s", incident, request.method, request.url.path)
         return error_response(500, f"internal server error (incident {incident})")
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method of the path: Starlette's 405 names only the first route that matched it."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if isinstance(route, Route) and route.matches(request.scope)[0] != Match.NONE:
+            methods |= route.methods or set()
+    return ", ".join(sorted(methods))
+
+
+def _document_validation_errors(app: FastAPI) -> None:
+    """FastAPI documents each 422 as its own ``HTTPValidationError``; ``_validation`` answers
+    an ``ErrorBody``, so the schema says that (FastAPI's documented way to extend it)."""
+    generate = app.openapi
+    theirs = {"$ref": REF_PREFIX + "HTTPValidationError"}
+    ours = {"$ref": REF_PREFIX + "ErrorBody"}
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = generate()
+        for operation in (op for path in schema["paths"].values() for op in path.values()):
+            answer = operation["responses"].get("422", {})
+            body = answer.get("content", {}).get("application/json", {})
+            if body.get("schema") == theirs:
+                body["schema"] = ours
+        schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+        schemas.setdefault("ErrorBody", ErrorBody.model_json_schema())
+        schemas.pop("HTTPValidationError", None)
+        schemas.pop("ValidationError", None)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -9,10 +9,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, Form, Response, UploadFile, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from modelbay.api.context import ContextDep
-from modelbay.catalog import PushRequest, safe_relative_path
+from modelbay.api.errors import error_responses
+from modelbay.archives import safe_relative_path
+from modelbay.catalog import PushRequest
 from modelbay.errors import InvalidRequest, NotFound
 from modelbay.registry import ModelRecord, VersionRecord
 from modelbay.registry.repository import check_alias_name
@@ -34,7 +36,7 @@ class ModelCreate(BaseModel):
 
 
 class ModelUpdate(BaseModel):
-    """Fields of a model that can change; omitted fields stay as they are."""
+    """Fields of a model that can change; omitted fields stay as they are, null clears one."""
 
     description: str | None = None
     task: str | None = None
@@ -51,6 +53,8 @@ class VersionList(BaseModel):
 
 
 class AliasTarget(BaseModel):
+    model_config = ConfigDict(strict=True)  # `true` is no version number
+
     version: int = Field(ge=1, description="Version number the alias points to")
 
 
@@ -63,32 +67,48 @@ def list_models(ctx: ContextDep) -> ModelList:
     return ModelList(models=ctx.registry.list_models())
 
 
-@router.post("/models", status_code=status.HTTP_201_CREATED, summary="Create a model")
+@router.post(
+    "/models",
+    status_code=status.HTTP_201_CREATED,
+    summary="Create a model",
+    responses=error_responses(400, 409),
+)
 def create_model(ctx: ContextDep, body: ModelCreate) -> ModelRecord:
     return ctx.registry.create_model(
         body.name, description=body.description, task=body.task, labels=body.labels, tags=body.tags
     )
 
 
-@router.get("/models/{name}", summary="Get a model")
+@router.get("/models/{name}", summary="Get a model", responses=error_responses(404))
 def get_model(ctx: ContextDep, name: str) -> ModelRecord:
     return ctx.registry.get_model(name)
 
 
-@router.patch("/models/{name}", summary="Update a model's description, task, labels or tags")
+@router.patch(
+    "/models/{name}",
+    summary="Update a model's description, task, labels or tags",
+    responses=error_responses(400, 404),
+)
 def update_model(ctx: ContextDep, name: str, body: ModelUpdate) -> ModelRecord:
     record = ctx.registry.update_model(name, **body.model_dump(exclude_unset=True))
     ctx.served.invalidate(name)
     return record
 
 
-@router.delete("/models/{name}", status_code=204, summary="Delete a model and all its versions")
+@router.delete(
+    "/models/{name}",
+    status_code=204,
+    summary="Delete a model and all its versions",
+    responses=error_responses(404),
+)
 def delete_model(ctx: ContextDep, name: str) -> Response:
     ctx.catalog.delete_model(name)
     return Response(status_code=204)
 
 
-@router.get("/models/{name}/versions", summary="List a model's versions")
+@router.get(
+    "/models/{name}/versions", summary="List a model's versions", responses=error_responses(404)
+)
 def list_versions(ctx: ContextDep, name: str) -> VersionList:
     return VersionList(versions=ctx.registry.list_versions(name))
 
@@ -97,11 +117,14 @@ def list_versions(ctx: ContextDep, name: str) -> VersionList:
     "/models/{name}" + UPLOAD_SUFFIX,
     status_code=status.HTTP_201_CREATED,
     summary="Upload a new version (multipart); creates the model if it does not exist",
+    responses=error_responses(400, 409, 413, 422),
 )
 async def push_version(
     ctx: ContextDep,
     name: str,
-    files: Annotated[list[UploadFile], File(description="Model files; filename = path")],
+    files: Annotated[
+        list[UploadFile], File(min_length=1, description="Model files; filename = path")
+    ],
     format: Annotated[
         str | None, Form(description="torchscript, torch_export, onnx, sklearn")
     ] = None,
@@ -114,6 +137,10 @@ async def push_version(
     metrics: Annotated[str | None, Form(description="JSON object")] = None,
     source: Annotated[str | None, Form(description="JSON object: lineage")] = None,
     tags: Annotated[str | None, Form(description="JSON object of strings")] = None,
+    archive: Annotated[
+        bool,
+        Form(description="The single uploaded file is a .zip/.tar(.gz) of the version's files"),
+    ] = False,
 ) -> VersionRecord:
     push = PushRequest(
         files=[(f.filename or "model", f.file) for f in files],
@@ -125,18 +152,28 @@ async def push_version(
         metrics=_json_object(metrics, "metrics"),
         source=_json_object(source, "source"),
         tags={str(k): str(v) for k, v in _json_object(tags, "tags").items()},
+        archive=archive,
     )
     record = await run_in_threadpool(ctx.catalog.push, name, push)
     ctx.controller.notify()  # a deployment following "latest" rolls to the new version
     return record
 
 
-@router.get("/models/{name}/versions/{version}", summary="Get a version by number or alias")
+@router.get(
+    "/models/{name}/versions/{version}",
+    summary="Get a version by number or alias",
+    responses=error_responses(404),
+)
 def get_version(ctx: ContextDep, name: str, version: str) -> VersionRecord:
     return ctx.registry.get_version(name, version)
 
 
-@router.delete("/models/{name}/versions/{version}", status_code=204, summary="Delete a version")
+@router.delete(
+    "/models/{name}/versions/{version}",
+    status_code=204,
+    summary="Delete a version",
+    responses=error_responses(404, 409),
+)
 def delete_version(ctx: ContextDep, name: str, version: int) -> Response:
     ctx.catalog.delete_version(name, version)
     return Response(status_code=204)
@@ -146,6 +183,7 @@ def delete_version(ctx: ContextDep, name: str, version: int) -> Response:
     "/models/{name}/versions/{version}/files/{path:path}",
     summary="Download one file of a version (verified against its digest)",
     response_class=StreamingResponse,
+    responses=error_responses(400, 404),
 )
 def download_file(ctx: ContextDep, name: str, version: str, path: str) -> StreamingResponse:
     record = ctx.registry.get_version(name, version)
@@ -174,12 +212,18 @@ def download_file(ctx: ContextDep, name: str, version: str, path: str) -> Stream
     )
 
 
-@router.get("/models/{name}/aliases", summary="List a model's aliases")
+@router.get(
+    "/models/{name}/aliases", summary="List a model's aliases", responses=error_responses(404)
+)
 def list_aliases(ctx: ContextDep, name: str) -> AliasList:
     return AliasList(aliases=ctx.registry.get_model(name).aliases)
 
 
-@router.put("/models/{name}/aliases/{alias}", summary="Point an alias at a version (set or move)")
+@router.put(
+    "/models/{name}/aliases/{alias}",
+    summary="Point an alias at a version (set or move)",
+    responses=error_responses(400, 404),
+)
 def set_alias(ctx: ContextDep, name: str, alias: str, body: AliasTarget) -> VersionRecord:
     record = ctx.registry.set_alias(name, check_alias_name(alias), body.version)
     ctx.served.invalidate(name)
@@ -187,7 +231,12 @@ def set_alias(ctx: ContextDep, name: str, alias: str, body: AliasTarget) -> Vers
     return record
 
 
-@router.delete("/models/{name}/aliases/{alias}", status_code=204, summary="Delete an alias")
+@router.delete(
+    "/models/{name}/aliases/{alias}",
+    status_code=204,
+    summary="Delete an alias",
+    responses=error_responses(404),
+)
 def delete_alias(ctx: ContextDep, name: str, alias: str) -> Response:
     ctx.registry.delete_alias(name, alias)
     ctx.served.invalidate(name)

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from modelbay import __version__
 from modelbay.api.context import AppContext, ContextDep
+from modelbay.api.errors import error_responses
 from modelbay.api.v2_infer import answer_infer
 from modelbay.errors import ModelbayError
 from modelbay.protocols import v2
+from modelbay.protocols.v2_types import (
+    InferResponse,
+    ModelMetadataResponse,
+    ModelReadyResponse,
+    ServerLiveResponse,
+    ServerMetadataResponse,
+    ServerReadyResponse,
+)
 from modelbay.tensors import DATATYPES
 
 router = APIRouter(prefix="/v2", tags=["v2 inference"])
@@ -23,22 +30,40 @@ _INFER_BODY = {
         "required": True,
         "content": {
             "application/json": {
+                "example": {
+                    "inputs": [
+                        {"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}
+                    ],
+                    "outputs": [{"name": "y", "parameters": {"classification": 2}}],
+                },
                 "schema": {
                     "type": "object",
                     "required": ["inputs"],
                     "properties": {
                         "id": {"type": "string"},
-                        "parameters": {"type": "object"},
+                        "parameters": {
+                            "type": "object",
+                            "properties": {"binary_data_output": {"type": "boolean"}},
+                        },
                         "inputs": {
                             "type": "array",
+                            "minItems": 1,
                             "items": {
                                 "type": "object",
                                 "required": ["name", "datatype", "shape"],
                                 "properties": {
-                                    "name": {"type": "string"},
+                                    "name": {"type": "string", "minLength": 1},
                                     "datatype": {"type": "string", "enum": list(DATATYPES)},
-                                    "shape": {"type": "array", "items": {"type": "integer"}},
-                                    "parameters": {"type": "object"},
+                                    "shape": {
+                                        "type": "array",
+                                        "items": {"type": "integer", "minimum": 0},
+                                    },
+                                    "parameters": {
+                                        "type": "object",
+                                        "properties": {
+                                            "binary_data_size": {"type": "integer", "minimum": 0}
+                                        },
+                                    },
                                     "data": {"type": "array", "items": {}},
                                 },
                             },
@@ -50,12 +75,18 @@ _INFER_BODY = {
                                 "required": ["name"],
                                 "properties": {
                                     "name": {"type": "string"},
-                                    "parameters": {"type": "object"},
+                                    "parameters": {
+                                        "type": "object",
+                                        "properties": {
+                                            "binary_data": {"type": "boolean"},
+                                            "classification": {"type": "integer", "minimum": 0},
+                                        },
+                                    },
                                 },
                             },
                         },
                     },
-                }
+                },
             },
             "application/octet-stream": {
                 "schema": {"type": "string", "format": "binary"},
@@ -65,38 +96,70 @@ _INFER_BODY = {
 }
 
 
+_READY = {
+    200: {"model": ModelReadyResponse, "description": "Ready: the version that would answer"},
+    503: {"model": ModelReadyResponse, "description": "Not ready yet, and why"},
+    **error_responses(404),
+}
+_INFER = {
+    200: {
+        "model": InferResponse,
+        "description": f"JSON outputs, or with binary outputs the JSON header (its length in "
+        f"{v2.HEADER_LENGTH}) followed by the tensors' bytes",
+        "content": {v2.BINARY_CONTENT_TYPE: {"schema": {"type": "string", "format": "binary"}}},
+    },
+    **error_responses(400, 404, 413, 422, 429, 503, 504),
+}
+
+
 @router.get("", summary="Server metadata")
-def server_metadata() -> dict[str, Any]:
-    return {"name": "modelbay", "version": __version__, "extensions": EXTENSIONS}
+def server_metadata() -> ServerMetadataResponse:
+    return ServerMetadataResponse(name="modelbay", version=__version__, extensions=EXTENSIONS)
 
 
 @router.get("/health/live", summary="Server liveness")
-def live() -> dict[str, bool]:
-    return {"live": True}
+def live() -> ServerLiveResponse:
+    return ServerLiveResponse(live=True)
 
 
 @router.get("/health/ready", summary="Server readiness")
-def ready(ctx: ContextDep) -> dict[str, bool]:
+def ready(ctx: ContextDep) -> ServerReadyResponse:
     ctx.registry.list_models()  # the registry answers: the server can serve
-    return {"ready": True}
+    return ServerReadyResponse(ready=True)
 
 
-@router.get("/models/{name}", summary="Model metadata (deployed or latest version)")
-def model_metadata(ctx: ContextDep, name: str) -> dict[str, Any]:
+@router.get(
+    "/models/{name}",
+    summary="Model metadata (deployed or latest version)",
+    responses=error_responses(404),
+)
+def model_metadata(ctx: ContextDep, name: str) -> ModelMetadataResponse:
     return _metadata(ctx, name, None)
 
 
-@router.get("/models/{name}/versions/{version}", summary="Model metadata")
-def version_metadata(ctx: ContextDep, name: str, version: str) -> dict[str, Any]:
+@router.get(
+    "/models/{name}/versions/{version}", summary="Model metadata", responses=error_responses(404)
+)
+def version_metadata(ctx: ContextDep, name: str, version: str) -> ModelMetadataResponse:
     return _metadata(ctx, name, version)
 
 
-@router.get("/models/{name}/ready", summary="Model readiness (deployed or latest version)")
+@router.get(
+    "/models/{name}/ready",
+    summary="Model readiness (deployed or latest version)",
+    response_class=JSONResponse,
+    responses=_READY,
+)
 async def model_ready(ctx: ContextDep, name: str) -> Response:
     return await _ready(ctx, name, None)
 
 
-@router.get("/models/{name}/versions/{version}/ready", summary="Model readiness")
+@router.get(
+    "/models/{name}/versions/{version}/ready",
+    summary="Model readiness",
+    response_class=JSONResponse,
+    responses=_READY,
+)
 async def version_ready(ctx: ContextDep, name: str, version: str) -> Response:
     return await _ready(ctx, name, version)
 
@@ -105,6 +168,8 @@ async def version_ready(ctx: ContextDep, name: str, version: str) -> Response:
     "/models/{name}/infer",
     summary="Inference on the deployment (canary split) or the latest version",
     openapi_extra=_INFER_BODY,
+    response_class=JSONResponse,
+    responses=_INFER,
 )
 async def model_infer(ctx: ContextDep, request: Request, name: str) -> Response:
     return await _infer(ctx, request, name, None)
@@ -114,20 +179,22 @@ async def model_infer(ctx: ContextDep, request: Request, name: str) -> Response:
     "/models/{name}/versions/{version}/infer",
     summary="Inference on a version number or alias",
     openapi_extra=_INFER_BODY,
+    response_class=JSONResponse,
+    responses=_INFER,
 )
 async def version_infer(ctx: ContextDep, request: Request, name: str, version: str) -> Response:
     return await _infer(ctx, request, name, version)
 
 
-def _metadata(ctx: AppContext, name: str, ref: str | None) -> dict[str, Any]:
+def _metadata(ctx: AppContext, name: str, ref: str | None) -> ModelMetadataResponse:
     meta = ctx.inference.metadata(name, ref)
-    return {
-        "name": meta.name,
-        "versions": meta.versions,
-        "platform": meta.platform,
-        "inputs": [t.model_dump() for t in meta.signature.inputs],
-        "outputs": [t.model_dump() for t in meta.signature.outputs],
-    }
+    return ModelMetadataResponse(
+        name=meta.name,
+        versions=meta.versions,
+        platform=meta.platform,
+        inputs=meta.signature.inputs,
+        outputs=meta.signature.outputs,
+    )
 
 
 async def _ready(ctx: AppContext, name: str, ref: str | None) -> Response:
@@ -136,8 +203,10 @@ async def _ready(ctx: AppContext, name: str, ref: str | None) -> Response:
     except ModelbayError as exc:
         if exc.status == 404:
             raise
-        return JSONResponse({"name": name, "ready": False, "error": exc.message}, 503)
-    return JSONResponse({"name": name, "version": str(version), "ready": True})
+        answer = ModelReadyResponse(name=name, ready=False, error=exc.message)
+        return JSONResponse(answer.model_dump(exclude_none=True), 503)
+    answer = ModelReadyResponse(name=name, ready=True, version=str(version))
+    return JSONResponse(answer.model_dump(exclude_none=True))
 
 
 async def _infer(ctx: AppContext, request: Request, name: str, ref: str | None) -> Response:

@@ -12,7 +12,8 @@ import asyncio
 import logging
 import re
 import uuid
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
+from functools import partial
 from urllib.parse import unquote
 
 import orjson
@@ -39,9 +40,13 @@ async def answer_infer(
     ref: str | None,
     body: bytes,
     header_length: str | None,
-    disconnected: Awaitable[None] | None = None,
+    disconnected: Callable[[], Awaitable[None]] | None = None,
 ) -> Answer:
-    """Decode, infer and encode one V2 request: (status, headers, body); never raises."""
+    """Decode, infer and encode one V2 request: (status, headers, body); never raises.
+
+    ``disconnected()`` returns once the client has gone; it is called only when the
+    request is decoded and about to run, so a refused request leaves nothing unawaited.
+    """
     try:
         length = _header_length(header_length)
         if len(body) > _DECODE_IN_THREAD_BYTES:
@@ -114,7 +119,7 @@ class InferFastPath:
         name, version = match.groups()
         ref = unquote(version) if version is not None else None
         answer = await answer_infer(
-            self.inference, unquote(name), ref, body, header_length, _disconnect(receive)
+            self.inference, unquote(name), ref, body, header_length, partial(_disconnect, receive)
         )
         if answer[0] != ClientDisconnected.status:
             await _send(send, answer)
@@ -144,11 +149,13 @@ async def _disconnect(receive: Receive) -> None:
         message = await receive()
 
 
-async def _unless(disconnected: Awaitable[None], work: Awaitable[InferResult]) -> InferResult:
+async def _unless(
+    disconnected: Callable[[], Awaitable[None]], work: Awaitable[InferResult]
+) -> InferResult:
     """Await ``work`` but cancel it when the client goes away (a queued request never runs)."""
     current = asyncio.current_task()
     assert current is not None
-    watcher = asyncio.ensure_future(disconnected)
+    watcher = asyncio.ensure_future(disconnected())
     watcher.add_done_callback(lambda w: None if w.cancelled() else current.cancel())
     try:
         return await work

@@ -53,6 +53,12 @@ def push(
     description: Annotated[str, typer.Option(help="What changed in this version")] = "",
     metadata: Annotated[str | None, typer.Option(help="JSON object to record")] = None,
     tag: Annotated[list[str] | None, typer.Option(help="KEY=VALUE, repeatable")] = None,
+    archive: Annotated[
+        bool,
+        typer.Option(
+            "--archive", help="PATH is a .zip, .tar or .tar.gz of the files; the server unpacks it"
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Upload PATH as a new version of a model (created if needed)."""
@@ -69,6 +75,7 @@ def push(
             metadata=meta,
             tags=tags,
             progress=progress,
+            archive=archive,
         )
     if as_json:
         echo_json(record)

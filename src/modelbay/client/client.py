@@ -129,12 +129,14 @@ class Client:
         source: Mapping[str, Any] | None = None,
         tags: Mapping[str, str] | None = None,
         progress: ProgressCallback | None = None,
+        archive: bool = False,
     ) -> dict[str, Any]:
         """Upload a file, or every file under a directory, as a new version of ``name``.
 
-        Files are streamed from disk; ``progress(bytes_sent, total)`` follows the upload.
+        With ``archive`` the file is a .zip, .tar or .tar.gz of the version's files that the
+        server unpacks. Files are streamed from disk; ``progress(bytes_sent, total)`` follows.
         """
-        files = collect_files(path)
+        files = collect_files(path, archive=archive)
         tracker = UploadProgress(sum(p.stat().st_size for _, p in files), progress)
         fields = {
             "format": format,
@@ -145,6 +147,7 @@ class Client:
             "metrics": _json_field(metrics),
             "source": _json_field(source),
             "tags": _json_field(tags),
+            "archive": "true" if archive else None,
         }
         data = {key: value for key, value in fields.items() if value is not None}
         with ExitStack() as stack:

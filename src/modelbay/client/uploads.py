@@ -11,11 +11,18 @@ ProgressCallback = Callable[[int, int], None]
 """Called as ``callback(bytes_sent, total)`` while an upload is read."""
 
 
-def collect_files(path: str | os.PathLike[str]) -> list[tuple[str, Path]]:
-    """``(relative POSIX path, file)`` for a file, or for every file under a directory."""
+def collect_files(path: str | os.PathLike[str], *, archive: bool = False) -> list[tuple[str, Path]]:
+    """``(relative POSIX path, file)`` for a file, or for every file under a directory.
+
+    With ``archive`` the path must be one file: a .zip, .tar or .tar.gz the server unpacks.
+    """
     root = Path(path)
     if root.is_file():
         return [(root.name, root)]
+    if archive and root.is_dir():
+        raise IsADirectoryError(
+            f"'{root}' is a directory; an archive push takes one .zip, .tar or .tar.gz file"
+        )
     if not root.is_dir():
         raise FileNotFoundError(f"no file or directory at '{root}'")
     found = sorted(p for p in root.rglob("*") if p.is_file())

@@ -313,12 +313,15 @@ def _requested_outputs(raw: Any) -> list[RequestedOutput] | None:
             raise InvalidRequest(f"outputs[{i}]: 'name' must be a string", param="outputs")
         params = _parameters(out.get("parameters"), f"output '{name}' parameters")
         binary = params.get("binary_data")
-        classification = params.get("classification", 0)
+        k = params.get("classification", 0)
         if binary is not None and not isinstance(binary, bool):
             raise InvalidRequest(f"output '{name}': binary_data must be a boolean")
-        if not isinstance(classification, int) or classification < 0:
-            raise InvalidRequest(f"output '{name}': classification must be an integer >= 0")
-        result.append(RequestedOutput(name, binary, classification))
+        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+            raise InvalidRequest(
+                f"output '{name}': classification must be an integer >= 0, got {k!r}",
+                param="classification",
+            )
+        result.append(RequestedOutput(name, binary, k))
     return result
 
 

@@ -93,10 +93,11 @@ class Registry:
             return _model_record(_model_row(s, name))
 
     def update_model(self, name: str, **fields: Any) -> ModelRecord:
+        """Set the given fields; ``None`` clears one."""
         with self._session() as s:
             row = _model_row(s, name)
             for key, value in fields.items():
-                setattr(row, key, value)
+                setattr(row, key, _cleared(key) if value is None else value)
             s.flush()
             return _model_record(row)
 
@@ -274,6 +275,11 @@ def _unreferenced(s: Session, digests: set[str]) -> set[str]:
         return set()
     used = set(s.scalars(select(FileRow.digest).where(FileRow.digest.in_(digests))))
     return digests - used
+
+
+def _cleared(field: str) -> Any:
+    """A cleared model field: the NOT NULL columns hold their empty value instead."""
+    return {"description": "", "tags": {}}.get(field)
 
 
 def _model_record(row: ModelRow) -> ModelRecord:

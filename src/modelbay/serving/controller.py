@@ -21,7 +21,7 @@ from modelbay.errors import NotFound
 from modelbay.registry import DeploymentRecord, DeploymentStore, Registry, VersionRecord
 from modelbay.serving.messages import ReplicaSpec
 from modelbay.serving.metrics import ServingMetrics
-from modelbay.serving.pool import ReplicaFactory, ReplicaPool
+from modelbay.serving.pool import ReplicaBudget, ReplicaFactory, ReplicaPool
 from modelbay.serving.version_server import VersionServer
 from modelbay.store.crypto import Keyring
 
@@ -63,6 +63,7 @@ class DeploymentController:
         blob_dir: str,
         keyring: Keyring | None = None,
         interval_s: float = 2.0,
+        max_replicas: int = 32,
     ):
         self.registry = registry
         self.store = deployments
@@ -71,6 +72,7 @@ class DeploymentController:
         self.blob_dir = blob_dir
         self.keyring = keyring
         self.interval_s = interval_s
+        self.budget = ReplicaBudget(max_replicas)
         self.running: dict[str, Deployment] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -189,7 +191,7 @@ class DeploymentController:
 
     def _server(self, row: DeploymentRecord, record: VersionRecord) -> VersionServer:
         spec = ReplicaSpec(record, self.blob_dir, row.config.threads_per_replica, self.keyring)
-        pool = ReplicaPool(row.name, spec, self.factory, self.metrics)
+        pool = ReplicaPool(row.name, spec, self.factory, self.metrics, self.budget)
         return VersionServer(record, row.config, pool, self.metrics)
 
     async def _resolve(self, model: str, target: str) -> VersionRecord:
@@ -217,6 +219,7 @@ class DeploymentController:
                 "pids": [r.pid for r in s.pool.ready],
                 "starting": s.pool.starting,
                 "desired": s.pool.desired,
+                "short_of_server_limit": s.pool.short_of_budget,
                 "queued": len(s.batcher),
                 "error": s.pool.last_error.message if s.pool.last_error else None,
             }

@@ -26,6 +26,24 @@ _BACKOFF_S = 1.0
 _MAX_BACKOFF_S = 30.0
 
 
+class ReplicaBudget:
+    """How many replica processes all deployments may run at once on this server, so a
+    deployment asking for many replicas cannot exhaust the machine."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.used = 0
+
+    def take(self) -> bool:
+        if self.used >= self.limit:
+            return False
+        self.used += 1
+        return True
+
+    def give_back(self) -> None:
+        self.used = max(0, self.used - 1)
+
+
 class ReplicaPool:
     """Keeps ``desired`` replicas of one version running and spreads batches over them."""
 
@@ -35,6 +53,7 @@ class ReplicaPool:
         spec: ReplicaSpec,
         factory: ReplicaFactory,
         metrics: ServingMetrics,
+        budget: ReplicaBudget,
         *,
         max_inflight_per_replica: int = 2,
     ):
@@ -42,6 +61,8 @@ class ReplicaPool:
         self.spec = spec
         self.factory = factory
         self.metrics = metrics
+        self.budget = budget
+        self.short_of_budget = 0
         self.per_replica = max_inflight_per_replica
         self.desired = 0
         self.ready: list[Replica] = []
@@ -66,12 +87,23 @@ class ReplicaPool:
         """Aim for ``n`` replicas: start or stop some in the background."""
         self.desired = n
         while self.size < n and not self._closed and time.monotonic() >= self._next_start_at:
+            if not self.budget.take():
+                if not self.short_of_budget:
+                    log.warning(
+                        "server replica limit (%d) reached: %s:%s runs %d of %d",
+                        self.budget.limit,
+                        *self._labels,
+                        self.size,
+                        n,
+                    )
+                break
             self.starting += 1  # counted now, so the loop sees it before the task runs
             self._spawn(self._start_one())
+        self.short_of_budget = max(0, n - self.size)
         surplus = len(self.ready) - n
         for replica in sorted(self.ready, key=lambda r: r.inflight)[: max(0, surplus)]:
             self.ready.remove(replica)
-            self._spawn(replica.stop())
+            self._spawn(self._stop(replica))
         self._report()
 
     async def wait_ready(self, timeout: float) -> bool:
@@ -118,7 +150,7 @@ class ReplicaPool:
         self._closed = True
         self.desired = 0
         replicas, self.ready = self.ready, []
-        await asyncio.gather(*(r.stop() for r in replicas), return_exceptions=True)
+        await asyncio.gather(*(self._stop(r) for r in replicas), return_exceptions=True)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -135,11 +167,15 @@ class ReplicaPool:
         try:
             await replica.start()
         except ModelbayError as exc:
+            self.budget.give_back()
             self.last_error = exc
             self._backoff_s = min(_MAX_BACKOFF_S, max(_BACKOFF_S, 2 * self._backoff_s))
             self._next_start_at = time.monotonic() + self._backoff_s
             log.error("replica of %s:%s failed to start: %s", *self._labels, exc.message)
             return
+        except BaseException:  # cancelled while starting (pool closing): free the slot
+            self.budget.give_back()
+            raise
         finally:
             self.starting -= 1
             self._changed.set()
@@ -148,15 +184,22 @@ class ReplicaPool:
         self.metrics.cold_starts.labels(*self._labels).inc()
         self.metrics.cold_start_seconds.labels(*self._labels).observe(time.perf_counter() - started)
         if self._closed or len(self.ready) >= self.desired:
-            await replica.stop()
+            await self._stop(replica)
             return
         self.ready.append(replica)
         self._report()
         self._changed.set()
 
+    async def _stop(self, replica: Replica) -> None:
+        try:
+            await replica.stop()
+        finally:
+            self.budget.give_back()
+
     def _on_exit(self, replica: Replica) -> None:
         if replica in self.ready:
             self.ready.remove(replica)
+        self.budget.give_back()
         self.metrics.replica_restarts.labels(*self._labels).inc()
         self._report()
         if not self._closed and self.size < self.desired:

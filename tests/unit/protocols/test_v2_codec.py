@@ -134,6 +134,15 @@ def test_binary_input_is_read_from_after_the_json_header() -> None:
             "ragged",
         ),
         (_json({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1]}]}), "'data' is missing"),
+        (
+            _json(
+                {
+                    "inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1]}],
+                    "outputs": [{"name": "y", "parameters": {"classification": True}}],
+                }
+            ),
+            "classification must be an integer >= 0",
+        ),
     ],
 )
 def test_malformed_requests_are_refused_naming_the_problem(body: bytes, fragment: str) -> None:

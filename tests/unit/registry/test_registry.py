@@ -55,6 +55,13 @@ def test_versions_are_numbered_per_model_and_latest_resolves(registry: Registry)
     assert registry.get_model("a").latest_version == 2
 
 
+def test_update_with_none_clears_fields_including_not_null_ones(registry: Registry) -> None:
+    registry.create_model("a", description="d", task="t", labels=["x"], tags={"k": "v"})
+    cleared = registry.update_model("a", description=None, task=None, labels=None, tags=None)
+    assert (cleared.description, cleared.task, cleared.labels, cleared.tags) == ("", None, None, {})
+    assert registry.get_model("a") == cleared
+
+
 def test_alias_moves_and_blocks_deleting_its_target(registry: Registry) -> None:
     registry.add_version("a", _version("1" * 64))
     registry.add_version("a", _version("2" * 64))

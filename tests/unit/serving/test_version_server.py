@@ -13,7 +13,7 @@ from modelbay.errors import DeadlineExceeded, Overloaded
 from modelbay.registry import DeploymentConfig, FileEntry, VersionRecord
 from modelbay.serving.messages import ReplicaSpec
 from modelbay.serving.metrics import ServingMetrics
-from modelbay.serving.pool import ReplicaPool
+from modelbay.serving.pool import ReplicaBudget, ReplicaPool
 from modelbay.serving.version_server import VersionServer
 from modelbay.tensors import Signature
 
@@ -51,11 +51,11 @@ def record(version: int = 1) -> VersionRecord:
     )
 
 
-async def server(**config: object) -> VersionServer:
+async def server(budget: int = 8, **config: object) -> VersionServer:
     cfg = DeploymentConfig.model_validate(config)
     spec = ReplicaSpec(record(), "/nonexistent", 1)
     metrics = ServingMetrics()
-    pool = ReplicaPool("m", spec, fake_factory, metrics)  # type: ignore[arg-type]
+    pool = ReplicaPool("m", spec, fake_factory, metrics, ReplicaBudget(budget))  # type: ignore[arg-type]
     vs = VersionServer(record(), cfg, pool, metrics)
     vs.start()
     assert await pool.wait_ready(5)
@@ -132,3 +132,13 @@ async def test_cancelled_request_never_reaches_a_replica() -> None:
     await asyncio.sleep(0.3)
     assert replica.batches == []
     await vs.drain_and_close()
+
+
+async def test_server_replica_limit_caps_what_a_deployment_gets() -> None:
+    vs = await server(budget=2, min_replicas=4, max_replicas=4)
+    while vs.pool.starting:
+        await asyncio.sleep(0.01)
+    assert len(vs.pool.ready) == 2
+    assert vs.pool.short_of_budget == 2
+    await vs.drain_and_close()
+    assert vs.pool.budget.used == 0
