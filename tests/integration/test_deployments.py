@@ -39,9 +39,11 @@ def push(server: RunningServer, name: str, path: Path) -> int:
 
 
 def deploy(server: RunningServer, model: str, **fields: Any) -> dict[str, Any]:
+    """Create a deployment and wait until the controller has placed it (replicas may be 0)."""
     r = httpx.post(f"{server.url}/api/v1/deployments", json={"model": model, **fields})
     assert r.status_code == 201, r.text
     body: dict[str, Any] = r.json()
+    wait_for(lambda: bool(status(server, model)["versions"]))
     return body
 
 
