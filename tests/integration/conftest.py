@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -94,8 +95,26 @@ class RunningServer:
         self.stop()
         self.start()
 
+    def push(self, name: str, path: Path, **data: str) -> dict[str, Any]:
+        """Upload a version and return its record; the upload must succeed."""
+        response = upload(self.url, name, path, **data)
+        assert response.status_code == 201, response.text
+        record: dict[str, Any] = response.json()
+        return record
+
     def log(self) -> str:
         return self.log_path.read_text()
+
+
+def upload(url: str, name: str, path: Path, **data: str) -> httpx.Response:
+    """POST one model file as a new version of ``name`` (multipart, as the CLI does)."""
+    with open(path, "rb") as f:
+        return httpx.post(
+            f"{url}/api/v1/models/{name}/versions",
+            files={"files": (path.name, f)},
+            data=data,
+            timeout=60,  # the first push loads the framework; slow on a loaded machine
+        )
 
 
 def _free_port() -> int:

@@ -15,7 +15,7 @@ import httpx
 import numpy as np
 import pytest
 from tests.archives import MIB, zip_of_zeros
-from tests.integration.conftest import RunningServer
+from tests.integration.conftest import RunningServer, upload
 from tests.integration.models import BuiltModel, build_onnx
 
 from modelbay.client import Client
@@ -39,16 +39,6 @@ def small_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSe
     running.start()
     yield running
     running.stop()
-
-
-def push_archive(url: str, name: str, archive: Path, **data: str) -> httpx.Response:
-    with open(archive, "rb") as f:
-        return httpx.post(
-            f"{url}/api/v1/models/{name}/versions",
-            files={"files": (archive.name, f)},
-            data={"archive": "true", **data},
-            timeout=60,
-        )
 
 
 def modelbay(url: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -75,7 +65,7 @@ def test_zipped_onnx_with_readme_is_unpacked_recorded_and_served(
     server: RunningServer, onnx: BuiltModel, tmp_path: Path
 ) -> None:
     archive = zip_version(tmp_path / "version.zip", onnx)
-    pushed = push_archive(server.url, "arch-onnx", archive, entrypoint=ENTRYPOINT)
+    pushed = upload(server.url, "arch-onnx", archive, archive="true", entrypoint=ENTRYPOINT)
     assert pushed.status_code == 201, pushed.text
     version = pushed.json()
     assert version["format"] == "onnx"
@@ -92,7 +82,7 @@ def test_zip_slip_is_refused_naming_the_member_and_creates_nothing(
     server: RunningServer, onnx: BuiltModel, tmp_path: Path
 ) -> None:
     archive = zip_version(tmp_path / "slip.zip", onnx, ("../../evil.sh", b"echo owned"))
-    refused = push_archive(server.url, "arch-slip", archive, entrypoint=ENTRYPOINT)
+    refused = upload(server.url, "arch-slip", archive, archive="true", entrypoint=ENTRYPOINT)
     assert refused.status_code == 400
     assert "'../../evil.sh'" in refused.json()["error"]
     assert httpx.get(f"{server.url}/api/v1/models/arch-slip").status_code == 404
@@ -100,7 +90,7 @@ def test_zip_slip_is_refused_naming_the_member_and_creates_nothing(
 
 def test_zip_bomb_is_refused_with_413(small_server: RunningServer, tmp_path: Path) -> None:
     bomb = zip_of_zeros(tmp_path / "bomb.zip", 50)
-    refused = push_archive(small_server.url, "arch-bomb", bomb)
+    refused = upload(small_server.url, "arch-bomb", bomb, archive="true")
     assert refused.status_code == 413
     assert "more than 10485760 bytes" in refused.json()["error"]
     assert httpx.get(f"{small_server.url}/api/v1/models/arch-bomb").status_code == 404

@@ -11,7 +11,6 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,18 +23,6 @@ from tests.integration.models import BuiltModel, build_onnx, iris
 @pytest.fixture(scope="module")
 def onnx_model(tmp_path_factory: pytest.TempPathFactory) -> BuiltModel:
     return build_onnx(tmp_path_factory.mktemp("deploy"))
-
-
-def push(server: RunningServer, name: str, path: Path) -> int:
-    with open(path, "rb") as f:
-        r = httpx.post(
-            f"{server.url}/api/v1/models/{name}/versions",
-            files={"files": (path.name, f)},
-            timeout=60,
-        )
-    assert r.status_code == 201, r.text
-    version: int = r.json()["version"]
-    return version
 
 
 def deploy(server: RunningServer, model: str, **fields: Any) -> dict[str, Any]:
@@ -88,7 +75,7 @@ def metric(server: RunningServer, name: str, **labels: str) -> float:
 def test_batched_outputs_are_identical_to_unbatched(
     server: RunningServer, onnx_model: BuiltModel
 ) -> None:
-    push(server, "batched", onnx_model.path)
+    server.push("batched", onnx_model.path)
     deploy(server, "batched", max_batch_size=16, max_queue_delay_ms=20)
     wait_for(lambda: ready_replicas(server, "batched") == 1)
     x = iris()[0].astype(np.float32)
@@ -109,7 +96,7 @@ def test_batched_outputs_are_identical_to_unbatched(
 def test_full_queue_answers_429_with_retry_after_and_deadline_504(
     server: RunningServer, onnx_model: BuiltModel
 ) -> None:
-    push(server, "admission", onnx_model.path)
+    server.push("admission", onnx_model.path)
     # Scaled to zero: the first requests wait in the queue through a cold start.
     deploy(
         server,
@@ -131,7 +118,7 @@ def test_full_queue_answers_429_with_retry_after_and_deadline_504(
     assert int(refused.headers["Retry-After"]) >= 1
     assert "overloaded" in refused.json()["error"]
 
-    push(server, "deadline", onnx_model.path)
+    server.push("deadline", onnx_model.path)
     deploy(server, "deadline", min_replicas=0, request_timeout_ms=1)
     response = infer(httpx.Client(base_url=server.url, timeout=60), "deadline", x)
     assert response.status_code == 504, response.text
@@ -141,7 +128,7 @@ def test_full_queue_answers_429_with_retry_after_and_deadline_504(
 def test_killed_replica_is_replaced_and_no_request_hangs(
     server: RunningServer, onnx_model: BuiltModel
 ) -> None:
-    push(server, "crashy", onnx_model.path)
+    server.push("crashy", onnx_model.path)
     deploy(server, "crashy", min_replicas=2, max_replicas=2)
     wait_for(lambda: ready_replicas(server, "crashy") == 2)
     victim = status(server, "crashy")["versions"][0]["pids"][0]
@@ -175,8 +162,8 @@ def test_killed_replica_is_replaced_and_no_request_hangs(
 
 
 def test_alias_roll_fails_no_request(server: RunningServer, onnx_model: BuiltModel) -> None:
-    push(server, "rolling", onnx_model.path)
-    push(server, "rolling", onnx_model.path)
+    server.push("rolling", onnx_model.path)
+    server.push("rolling", onnx_model.path)
     httpx.put(f"{server.url}/api/v1/models/rolling/aliases/production", json={"version": 1})
     deploy(server, "rolling", version="production")
     wait_for(lambda: ready_replicas(server, "rolling", 1) == 1)
@@ -209,8 +196,8 @@ def test_alias_roll_fails_no_request(server: RunningServer, onnx_model: BuiltMod
 def test_canary_split_sends_traffic_to_both_versions(
     server: RunningServer, onnx_model: BuiltModel
 ) -> None:
-    push(server, "canary", onnx_model.path)
-    push(server, "canary", onnx_model.path)
+    server.push("canary", onnx_model.path)
+    server.push("canary", onnx_model.path)
     deploy(server, "canary", version="1", canary_version="2", canary_weight=30)
     wait_for(lambda: ready_replicas(server, "canary") == 2)
     x = iris()[0][:1].astype(np.float32)
@@ -225,7 +212,7 @@ def test_canary_split_sends_traffic_to_both_versions(
 def test_scale_up_down_and_to_zero_with_cold_start_measured(
     server: RunningServer, onnx_model: BuiltModel
 ) -> None:
-    push(server, "elastic", onnx_model.path)
+    server.push("elastic", onnx_model.path)
     deploy(
         server,
         "elastic",
@@ -264,7 +251,7 @@ def test_scale_up_down_and_to_zero_with_cold_start_measured(
 def test_deployments_come_back_after_a_restart(
     fresh_server: RunningServer, onnx_model: BuiltModel
 ) -> None:
-    push(fresh_server, "durable", onnx_model.path)
+    fresh_server.push("durable", onnx_model.path)
     deploy(fresh_server, "durable", max_batch_size=4)
     wait_for(lambda: ready_replicas(fresh_server, "durable") == 1)
     fresh_server.restart()
@@ -280,7 +267,7 @@ def test_deployments_come_back_after_a_restart(
 def test_bad_deployments_are_refused_with_the_reason(
     server: RunningServer, onnx_model: BuiltModel
 ) -> None:
-    push(server, "refusals", onnx_model.path)
+    server.push("refusals", onnx_model.path)
     url = f"{server.url}/api/v1/deployments"
     too_few = httpx.post(url, json={"model": "refusals", "min_replicas": 3, "max_replicas": 1})
     assert too_few.status_code == 422
@@ -308,7 +295,7 @@ def test_bad_deployments_are_refused_with_the_reason(
 def test_request_of_a_client_that_left_is_never_run(
     server: RunningServer, onnx_model: BuiltModel
 ) -> None:
-    push(server, "walkaway", onnx_model.path)
+    server.push("walkaway", onnx_model.path)
     # A lone request waits up to 1.5 s for others to join its batch.
     deploy(server, "walkaway", max_batch_size=64, max_queue_delay_ms=1500)
     wait_for(lambda: ready_replicas(server, "walkaway") == 1)

@@ -20,18 +20,6 @@ from modelbay.store.crypto import decode_key, key_id, stored_key_id
 NAME = "sealed-mlp"
 
 
-def _push(server: RunningServer, path: Path) -> str:
-    with open(path, "rb") as f:
-        response = httpx.post(
-            f"{server.url}/api/v1/models/{NAME}/versions",
-            files={"files": (path.name, f)},
-            timeout=60,
-        )
-    assert response.status_code == 201, response.text
-    digest: str = response.json()["files"][0]["digest"]
-    return digest
-
-
 def _infer(server: RunningServer, path: str, x: np.ndarray) -> httpx.Response:
     request = {
         "inputs": [
@@ -86,7 +74,7 @@ def test_artifacts_are_encrypted_at_rest_and_survive_key_rotation(tmp_path: Path
     server.start()
     try:
         onnx = build_onnx(tmp_path)
-        digest = _push(server, onnx.path)
+        digest = server.push(NAME, onnx.path)["files"][0]["digest"]
         blob = server.data_dir / "blobs" / "sha256" / digest[:2] / digest
         model_bytes, stored = onnx.path.read_bytes(), blob.read_bytes()
         for start in range(0, len(model_bytes) - 32, 64):

@@ -5,23 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 import tritonclient.grpc as triton
 from tests.integration.conftest import RunningServer
 from tests.integration.models import BuiltModel, build_onnx, iris
 from tritonclient.utils import InferenceServerException
-
-
-def _push(server: RunningServer, name: str, path: Path) -> None:
-    with open(path, "rb") as f:
-        response = httpx.post(
-            f"{server.url}/api/v1/models/{name}/versions",
-            files={"files": (path.name, f)},
-            timeout=60,
-        )
-    assert response.status_code == 201, response.text
 
 
 def _build_upper(tmp: Path) -> Path:
@@ -49,13 +38,13 @@ def _build_upper(tmp: Path) -> Path:
 @pytest.fixture(scope="module")
 def onnx_model(server: RunningServer, tmp_path_factory: pytest.TempPathFactory) -> BuiltModel:
     built = build_onnx(tmp_path_factory.mktemp("grpc-onnx"))
-    _push(server, "grpc-mlp", built.path)
+    server.push("grpc-mlp", built.path)
     return built
 
 
 @pytest.fixture(scope="module")
 def text_model(server: RunningServer, tmp_path_factory: pytest.TempPathFactory) -> str:
-    _push(server, "grpc-upper", _build_upper(tmp_path_factory.mktemp("grpc-text")))
+    server.push("grpc-upper", _build_upper(tmp_path_factory.mktemp("grpc-text")))
     return "grpc-upper"
 
 

@@ -7,23 +7,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests.integration.conftest import RunningServer
+from tests.integration.conftest import RunningServer, upload
 from tests.integration.models import build_sklearn
 
 
 @pytest.fixture(scope="module")
 def skops_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_sklearn(tmp_path_factory.mktemp("skl")).path
-
-
-def _push(url: str, name: str, path: Path, **data: str) -> httpx.Response:
-    with open(path, "rb") as f:
-        return httpx.post(
-            f"{url}/api/v1/models/{name}/versions",
-            files={"files": (path.name, f)},
-            timeout=60,
-            data=data,
-        )
 
 
 def test_model_lifecycle_with_metadata_download_and_blob_cleanup(
@@ -43,7 +33,7 @@ def test_model_lifecycle_with_metadata_download_and_blob_cleanup(
     assert created.status_code == 201, created.text
     assert httpx.post(f"{url}/api/v1/models", json={"name": "life"}).status_code == 409
 
-    pushed = _push(
+    pushed = upload(
         url,
         "life",
         skops_file,
@@ -81,8 +71,8 @@ def test_model_lifecycle_with_metadata_download_and_blob_cleanup(
 
 def test_alias_errors_and_conflicts(server: RunningServer, skops_file: Path) -> None:
     url = server.url
-    assert _push(url, "aliased", skops_file).status_code == 201
-    assert _push(url, "aliased", skops_file).status_code == 201
+    assert upload(url, "aliased", skops_file).status_code == 201
+    assert upload(url, "aliased", skops_file).status_code == 201
     put = httpx.put(f"{url}/api/v1/models/aliased/aliases/production", json={"version": 1})
     assert put.status_code == 200
     assert put.json()["aliases"] == ["production"]
@@ -106,13 +96,13 @@ def test_unsupported_format_and_bad_signature_are_422(
 ) -> None:
     junk = tmp_path / "weights.bin"
     junk.write_bytes(b"\x00\x01 not a model")
-    response = _push(server.url, "junk", junk)
+    response = upload(server.url, "junk", junk)
     assert response.status_code == 422
     assert "format" in response.json()["error"]
-    bad_sig = _push(server.url, "junk", skops_file, signature='{"inputs": 3}')
+    bad_sig = upload(server.url, "junk", skops_file, signature='{"inputs": 3}')
     assert bad_sig.status_code == 422
     assert "signature" in bad_sig.json()["error"]
-    wrong_fmt = _push(server.url, "junk", skops_file, format="tensorflow")
+    wrong_fmt = upload(server.url, "junk", skops_file, format="tensorflow")
     assert wrong_fmt.status_code == 422
 
 
@@ -124,7 +114,7 @@ def test_upload_or_chunked_body_over_the_limit_is_413(tmp_path: Path, skops_file
     )
     limited.start()
     try:
-        response = _push(limited.url, "big", skops_file)
+        response = upload(limited.url, "big", skops_file)
         assert response.status_code == 413
         assert "limit" in response.json()["error"]
         assert httpx.get(f"{limited.url}/api/v1/models/big").status_code == 404

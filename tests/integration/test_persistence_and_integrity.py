@@ -10,18 +10,6 @@ from tests.integration.conftest import RunningServer
 from tests.integration.models import build_onnx, build_sklearn, iris
 
 
-def _push(server: RunningServer, name: str, path: Path) -> dict[str, object]:
-    with open(path, "rb") as f:
-        response = httpx.post(
-            f"{server.url}/api/v1/models/{name}/versions",
-            files={"files": (path.name, f)},
-            timeout=60,
-        )
-    assert response.status_code == 201, response.text
-    body: dict[str, object] = response.json()
-    return body
-
-
 def _predict(server: RunningServer, name: str, ref: str, x: np.ndarray) -> httpx.Response:
     request = {
         "inputs": [
@@ -38,9 +26,9 @@ def test_models_versions_and_aliases_survive_a_restart(
 ) -> None:
     onnx = build_onnx(tmp_path)
     skl = build_sklearn(tmp_path)
-    _push(fresh_server, "keep-onnx", onnx.path)
-    _push(fresh_server, "keep-onnx", onnx.path)
-    _push(fresh_server, "keep-skl", skl.path)
+    fresh_server.push("keep-onnx", onnx.path)
+    fresh_server.push("keep-onnx", onnx.path)
+    fresh_server.push("keep-skl", skl.path)
     httpx.put(
         f"{fresh_server.url}/api/v1/models/keep-onnx/aliases/production", json={"version": 1}
     ).raise_for_status()
@@ -67,8 +55,8 @@ def test_corrupted_blob_is_detected_at_load_and_never_served(
     fresh_server: RunningServer, tmp_path: Path
 ) -> None:
     onnx = build_onnx(tmp_path)
-    version = _push(fresh_server, "fragile", onnx.path)
-    digest = version["files"][0]["digest"]  # type: ignore[index]
+    version = fresh_server.push("fragile", onnx.path)
+    digest = version["files"][0]["digest"]
     fresh_server.stop()
     blob = next(fresh_server.data_dir.rglob(digest))
     data = bytearray(blob.read_bytes())
@@ -99,7 +87,7 @@ def test_postgresql_registry_serves_and_survives_a_restart(
     server.start()
     try:
         onnx = build_onnx(tmp_path)
-        _push(server, "pg-onnx", onnx.path)
+        server.push("pg-onnx", onnx.path)
         httpx.put(
             f"{server.url}/api/v1/models/pg-onnx/aliases/production", json={"version": 1}
         ).raise_for_status()
