@@ -6,6 +6,7 @@ shapes use ``-1`` for a variable dimension.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -159,3 +160,37 @@ class Signature(BaseModel):
 
 def _quoted(names: Iterable[str]) -> str:
     return ", ".join(f"'{n}'" for n in names) or "(none)"
+
+
+def bytes_items(array: np.ndarray) -> list[bytes]:
+    """The elements of a BYTES tensor as ``bytes`` (strings are UTF-8 encoded)."""
+    return [x if isinstance(x, bytes) else str(x).encode() for x in array.ravel()]
+
+
+def pack_bytes(items: Iterable[bytes]) -> bytes:
+    """BYTES elements on the wire: each a 4-byte little-endian length, then its bytes."""
+    return b"".join(struct.pack("<I", len(x)) + x for x in items)
+
+
+def unpack_bytes(name: str, chunk: bytes) -> list[bytes]:
+    """The elements of a packed BYTES tensor; ``InvalidRequest`` if it is truncated."""
+    items: list[bytes] = []
+    pos = 0
+    while pos < len(chunk):
+        if pos + 4 > len(chunk):
+            raise InvalidRequest(f"tensor '{name}': truncated BYTES element", param="data")
+        (length,) = struct.unpack_from("<I", chunk, pos)
+        pos += 4
+        if pos + length > len(chunk):
+            raise InvalidRequest(f"tensor '{name}': truncated BYTES element", param="data")
+        items.append(bytes(chunk[pos : pos + length]))
+        pos += length
+    return items
+
+
+def object_array(items: list[bytes], shape: Iterable[int]) -> np.ndarray:
+    """A BYTES tensor (numpy object array) of ``items`` in ``shape``."""
+    # Assigning into an object array keeps each item whole (np.array would make 'S').
+    array = np.empty(len(items), dtype=object)
+    array[:] = items
+    return array.reshape(tuple(shape))

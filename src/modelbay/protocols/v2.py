@@ -9,7 +9,6 @@ Python SDK both use them.
 from __future__ import annotations
 
 import math
-import struct
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +16,14 @@ import numpy as np
 import orjson
 
 from modelbay.errors import InvalidRequest
-from modelbay.tensors import datatype_of, numpy_dtype
+from modelbay.tensors import (
+    bytes_items,
+    datatype_of,
+    numpy_dtype,
+    object_array,
+    pack_bytes,
+    unpack_bytes,
+)
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 JSON_CONTENT_TYPE = "application/json"
@@ -250,9 +256,7 @@ def _from_binary(
                 f"tensor '{name}': shape {shape} needs {count} elements, data has {len(items)}",
                 param="shape",
             )
-        array = np.empty(count, dtype=object)
-        array[:] = items
-        return array.reshape(shape)
+        return object_array(items, shape)
     if len(chunk) != count * dtype.itemsize:
         raise InvalidRequest(
             f"tensor '{name}': shape {shape} of {datatype} needs {count * dtype.itemsize} "
@@ -262,31 +266,15 @@ def _from_binary(
     return np.frombuffer(chunk, dtype=dtype.newbyteorder("<")).reshape(shape)
 
 
-def unpack_bytes(name: str, chunk: bytes) -> list[bytes]:
-    """BYTES elements of a binary tensor: each a 4-byte little-endian length, then bytes."""
-    items: list[bytes] = []
-    pos = 0
-    while pos < len(chunk):
-        if pos + 4 > len(chunk):
-            raise InvalidRequest(f"tensor '{name}': truncated BYTES element", param="data")
-        (length,) = struct.unpack_from("<I", chunk, pos)
-        pos += 4
-        if pos + length > len(chunk):
-            raise InvalidRequest(f"tensor '{name}': truncated BYTES element", param="data")
-        items.append(bytes(chunk[pos : pos + length]))
-        pos += length
-    return items
-
-
 def _encode_tensor(
     name: str, array: np.ndarray, binary: bool
 ) -> tuple[dict[str, Any], bytes | None]:
     datatype = datatype_of(array)
     entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
     if datatype == "BYTES":
-        items = [x if isinstance(x, bytes) else str(x).encode() for x in array.ravel()]
+        items = bytes_items(array)
         if binary:
-            chunk = b"".join(struct.pack("<I", len(x)) + x for x in items)
+            chunk = pack_bytes(items)
             entry["parameters"] = {"binary_data_size": len(chunk)}
             return entry, chunk
         entry["data"] = [x.decode("utf-8", errors="replace") for x in items]

@@ -22,6 +22,7 @@ from modelbay.serving.messages import (
     Shutdown,
     TaskFailed,
 )
+from modelbay.tensors import bytes_items, object_array, pack_bytes, unpack_bytes
 
 PREFIX = struct.Struct("<IQ")
 _BYTES = "BYTES"
@@ -86,10 +87,7 @@ def _tensors(arrays: dict[str, np.ndarray]) -> tuple[list[Any], list[bytes | mem
     buffers: list[bytes | memoryview] = []
     for name, array in arrays.items():
         if array.dtype.kind in "OUS":
-            data = b"".join(
-                struct.pack("<I", len(x)) + x
-                for x in (v if isinstance(v, bytes) else str(v).encode() for v in array.ravel())
-            )
+            data = pack_bytes(bytes_items(array))
             specs.append([name, _BYTES, list(array.shape), len(data)])
             buffers.append(data)
             continue
@@ -110,19 +108,7 @@ def _arrays(specs: list[Any], payload: bytes | bytearray | memoryview) -> dict[s
         chunk = view[offset : offset + nbytes]
         offset += nbytes
         if dtype == _BYTES:
-            arrays[name] = _bytes_array(bytes(chunk), shape)
+            arrays[name] = object_array(unpack_bytes(name, bytes(chunk)), shape)
         else:
             arrays[name] = np.frombuffer(chunk, dtype=np.dtype(dtype)).reshape(shape)
     return arrays
-
-
-def _bytes_array(data: bytes, shape: list[int]) -> np.ndarray:
-    items: list[bytes] = []
-    pos = 0
-    while pos < len(data):
-        (length,) = struct.unpack_from("<I", data, pos)
-        items.append(data[pos + 4 : pos + 4 + length])
-        pos += 4 + length
-    array = np.empty(len(items), dtype=object)
-    array[:] = items
-    return array.reshape(shape)

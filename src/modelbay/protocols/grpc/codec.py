@@ -9,7 +9,6 @@ Outputs always leave as ``raw_output_contents``: what Triton sends and what
 from __future__ import annotations
 
 import math
-import struct
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -17,8 +16,15 @@ import numpy as np
 
 from modelbay.errors import InvalidRequest
 from modelbay.protocols.grpc import grpc_predict_v2_pb2 as pb
-from modelbay.protocols.v2 import InferRequest, RequestedOutput, classify, unpack_bytes
-from modelbay.tensors import datatype_of, numpy_dtype
+from modelbay.protocols.v2 import InferRequest, RequestedOutput, classify
+from modelbay.tensors import (
+    bytes_items,
+    datatype_of,
+    numpy_dtype,
+    object_array,
+    pack_bytes,
+    unpack_bytes,
+)
 
 ParameterValue = bool | int | float | str
 
@@ -156,7 +162,7 @@ def _from_contents(
             param="shape",
         )
     if datatype == "BYTES":
-        return _object_array(values, shape)
+        return object_array(list(values), shape)
     try:
         return np.array(list(values), dtype=dtype).reshape(shape)
     except OverflowError:
@@ -178,7 +184,7 @@ def _from_raw(
                 f"raw_input_contents[{index}] has {len(items)}",
                 param="shape",
             )
-        return _object_array(items, shape)
+        return object_array(items, shape)
     if len(raw) != count * dtype.itemsize:
         raise InvalidRequest(
             f"input '{name}': shape {shape} of {datatype} needs {count * dtype.itemsize} "
@@ -186,14 +192,6 @@ def _from_raw(
             param="shape",
         )
     return np.frombuffer(raw, dtype=dtype.newbyteorder("<")).reshape(shape)
-
-
-def _object_array(items: Iterable[bytes], shape: list[int]) -> np.ndarray:
-    # Assigning into an object array keeps each bytes item whole (np.array would make 'S').
-    listed = list(items)
-    array = np.empty(len(listed), dtype=object)
-    array[:] = listed
-    return array.reshape(shape)
 
 
 def _requested_outputs(
@@ -218,6 +216,5 @@ def _requested_outputs(
 
 def _raw_bytes(array: np.ndarray, datatype: str) -> bytes:
     if datatype == "BYTES":
-        items = (x if isinstance(x, bytes) else str(x).encode() for x in array.ravel())
-        return b"".join(struct.pack("<I", len(x)) + x for x in items)
+        return pack_bytes(bytes_items(array))
     return array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
