@@ -13,6 +13,14 @@ from modelbay.runtimes.base import Runtime
 from modelbay.runtimes.formats import FORMATS, detect_format
 from modelbay.tensors import Signature
 
+PLATFORMS = {
+    "torchscript": "pytorch_libtorch",
+    "torch_export": "pytorch_export",
+    "onnx": "onnxruntime_onnx",
+    "sklearn": "sklearn",
+}
+"""Platform names reported in V2 model metadata, by format (no framework import needed)."""
+
 _EXTRAS = {"torchscript": "torch", "torch_export": "torch", "onnx": "onnx", "sklearn": "sklearn"}
 _FRAMEWORK_PACKAGES = frozenset({"torch", "onnxruntime", "onnx", "sklearn", "skops", "scipy"})
 
@@ -61,4 +69,4 @@ def _import_runtime(format: str) -> type[Runtime]:
     )
 
 
-__all__ = ["FORMATS", "Runtime", "detect_format", "load_runtime", "runtime_class"]
+__all__ = ["FORMATS", "PLATFORMS", "Runtime", "detect_format", "load_runtime", "runtime_class"]

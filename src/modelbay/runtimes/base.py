@@ -25,9 +25,6 @@ class Runtime(ABC):
     format: ClassVar[str]
     """Name of the format in the registry (``onnx``, ``torchscript`` ...)."""
 
-    platform: ClassVar[str]
-    """Platform name reported in V2 model metadata."""
-
     signature_required: ClassVar[bool] = False
     """True when the artifact does not record its inputs/outputs and the user must."""
 

@@ -38,7 +38,6 @@ class OnnxRuntime(Runtime):
     """One ``InferenceSession`` per model; ``session.run`` is safe to call from many threads."""
 
     format = "onnx"
-    platform = "onnxruntime_onnx"
 
     def __init__(self, session: ort.InferenceSession, signature: Signature) -> None:
         self._session = session

@@ -30,7 +30,6 @@ class SklearnRuntime(Runtime):
     ``predict`` and, for probabilistic classifiers, ``predict_proba``."""
 
     format = "sklearn"
-    platform = "sklearn"
 
     def __init__(self, estimator: Any, signature: Signature) -> None:
         self._estimator = estimator

@@ -38,7 +38,6 @@ class TorchExportRuntime(Runtime):
     """Runs ``ExportedProgram.module()``, inputs passed as they were at export time."""
 
     format = "torch_export"
-    platform = "pytorch_export"
 
     def __init__(self, program: ExportedProgram, signature: Signature) -> None:
         self._module = program.module()

@@ -32,7 +32,6 @@ class TorchScriptRuntime(Runtime):
     """Calls the scripted module with the inputs as positional arguments, in signature order."""
 
     format = "torchscript"
-    platform = "pytorch_libtorch"
     signature_required = True
 
     def __init__(self, module: torch.jit.ScriptModule, signature: Signature) -> None:

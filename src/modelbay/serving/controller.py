@@ -89,6 +89,13 @@ class DeploymentController:
             return deployment.pick()
         return next((s for s in deployment.servers() if s.version == version), None)
 
+    def primary(self, model: str) -> VersionServer | None:
+        """The version a deployment serves unless the canary split picks the canary."""
+        deployment = self.running.get(model)
+        if deployment is None:
+            return None
+        return deployment.primary or deployment.canary
+
     # lifecycle
 
     def start(self) -> None:

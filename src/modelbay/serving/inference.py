@@ -16,6 +16,7 @@ import numpy as np
 
 from modelbay.errors import ClientDisconnected, ModelbayError, ModelNotReady
 from modelbay.registry import LATEST, VersionRecord
+from modelbay.runtimes import PLATFORMS
 from modelbay.serving.controller import DeploymentController
 from modelbay.serving.metrics import ServingMetrics
 from modelbay.serving.served_models import LoadedModel, ServedModels
@@ -61,20 +62,18 @@ class InferenceService:
     def version(self, name: str, ref: str | int | None) -> VersionRecord:
         """The version a reference names now; None is what the model's endpoint serves."""
         if ref is None:
-            server = self.controller.route(name, None)
+            server = self.controller.primary(name)  # metadata must not flip with the canary
             if server is not None:
                 return server.record
         return self.served.resolve(name, LATEST if ref is None else ref)[0]
 
     def metadata(self, name: str, ref: str | int | None) -> ModelMetadata:
         """What V2 model metadata reports (blocking: registry reads)."""
-        from modelbay.runtimes import runtime_class  # imports the model's framework
-
         record = self.version(name, ref)
         return ModelMetadata(
             name=name,
             versions=[str(v.version) for v in self.served.registry.list_versions(name)],
-            platform=runtime_class(record.format).platform,
+            platform=PLATFORMS[record.format],
             signature=record.signature,
         )
 
