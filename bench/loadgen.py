@@ -37,8 +37,10 @@ class LoadResult:
         return 1000 * statistics.median(self.latencies) if self.latencies else 0.0
 
 
-def http_request(path: str, body: bytes, headers: dict[str, str]) -> bytes:
+def http_request(path: str, body: bytes, headers: dict[str, str], *, key: str) -> bytes:
+    """A prebuilt POST carrying API key ``key`` (every route but health needs one)."""
     lines = [f"POST {path} HTTP/1.1", "Host: 127.0.0.1", f"Content-Length: {len(body)}"]
+    lines.append(f"Authorization: Bearer {key}")
     lines += [f"{k}: {v}" for k, v in headers.items()]
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -40,12 +41,16 @@ from modelbay.protocols import v2  # noqa: E402
 
 
 class Server:
-    """``modelbay serve`` in a subprocess, with the management calls the scenarios need."""
+    """``modelbay serve`` in a subprocess, with the management calls the scenarios need.
+
+    It accepts ``key`` as an admin API key (``MODELBAY_ADMIN_KEY``); every request sends it.
+    """
 
     def __init__(self, data_dir: Path):
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "MODELBAY_LOG_LEVEL": "warning"}
+        self.key = f"mb_bench_{secrets.token_urlsafe(32)}"
+        env = {**os.environ, "MODELBAY_LOG_LEVEL": "warning", "MODELBAY_ADMIN_KEY": self.key}
         self.process = subprocess.Popen(
             [
                 sys.executable,
@@ -61,8 +66,12 @@ class Server:
             ],
             env=env,
         )
-        self.http = httpx.Client(base_url=self.url, timeout=120)
+        self.http = self.client(timeout=120)
         _wait(lambda: self._ok("/v2/health/ready"), 60)
+
+    def client(self, timeout: float) -> httpx.Client:
+        """A new connection pool whose requests carry the admin key."""
+        return httpx.Client(base_url=self.url, timeout=timeout, headers=_auth(self.key))
 
     def _ok(self, path: str) -> bool:
         try:
@@ -98,12 +107,12 @@ class Server:
         self.process.wait(timeout=60)
 
 
-def infer_request(name: str, array: np.ndarray, *, binary: bool) -> bytes:
+def infer_request(server: Server, name: str, array: np.ndarray, *, binary: bool) -> bytes:
     body, length = v2.encode_request({"image": array}, binary=binary)
     headers = {"Content-Type": "application/json"}
     if length is not None:
         headers = {"Content-Type": "application/octet-stream", v2.HEADER_LENGTH: str(length)}
-    return http_request(f"/v2/models/{name}/infer", body, headers)
+    return http_request(f"/v2/models/{name}/infer", body, headers, key=server.key)
 
 
 def row(label: str, r: LoadResult) -> str:
@@ -156,7 +165,8 @@ def scenario_cifar(server: Server, models: Path, seconds: float) -> float:
         name = f"cifar-b{mbs}"
         server.push(name, models / "cifar.onnx")
         server.deploy(name, max_batch_size=mbs, max_queue_delay_ms=2, queue_capacity=1024)
-        results[mbs] = run_load(server.port, infer_request(name, x, binary=True), 64, seconds)
+        request = infer_request(server, name, x, binary=True)
+        results[mbs] = run_load(server.port, request, 64, seconds)
         print(row(f"max_batch_size={mbs}", results[mbs]))
         server.http.delete(f"/api/v1/deployments/{name}")
     ratio = results[64].rps / results[1].rps
@@ -186,7 +196,7 @@ def scenario_resnet(server: Server, models: Path, seconds: float) -> None:
         max_batch_size=32,
         max_queue_delay_ms=5,
     )
-    served = run_load(server.port, infer_request("resnet", x, binary=True), 32, seconds)
+    served = run_load(server.port, infer_request(server, "resnet", x, binary=True), 32, seconds)
     print(row("served, 1 replica x 2 threads", served))
     print(f"  => served / in-process best-batch throughput: {served.rps / best:.2f}")
     server.http.delete("/api/v1/deployments/resnet")
@@ -199,7 +209,7 @@ def scenario_binary(server: Server, models: Path, seconds: float) -> None:
     x = np.random.default_rng(1).random((1, 3, 224, 224), np.float32)
     cost = {}
     for binary in (False, True):
-        request = infer_request("mean224", x, binary=binary)
+        request = infer_request(server, "mean224", x, binary=binary)
         before = server.cpu_seconds()
         result = run_load(server.port, request, 4, seconds)
         spent = server.cpu_seconds() - before
@@ -222,7 +232,8 @@ def scenario_overload(server: Server, models: Path, seconds: float, sustained: f
         request_timeout_ms=2000,
     )
     x = np.random.default_rng(1).random((1, 3, 32, 32), np.float32)
-    result = run_load(server.port, infer_request("cifar-over", x, binary=True), 256, seconds)
+    request = infer_request(server, "cifar-over", x, binary=True)
+    result = run_load(server.port, request, 256, seconds)
     print(row("256 clients", result))
     accepted_p50 = result.percentile(0.5, ok_only=True)
     accepted_p99 = result.percentile(0.99, ok_only=True)
@@ -244,7 +255,7 @@ def scenario_kill(server: Server, models: Path, seconds: float) -> None:
     victim = server.pids("cifar-kill")[0]
     pid = os.fork()
     if pid == 0:  # the killer: waits a third of the run, then kills and times the replacement
-        watcher = httpx.Client(base_url=server.url, timeout=30)  # not the parent's connection
+        watcher = server.client(timeout=30)  # not the parent's connection
 
         def pids() -> list[int]:
             status = watcher.get("/api/v1/deployments/cifar-kill").json()["status"]
@@ -261,7 +272,7 @@ def scenario_kill(server: Server, models: Path, seconds: float) -> None:
             f"{time.perf_counter() - killed:.2f} s after the kill"
         )
         os._exit(0)
-    result = run_load(server.port, infer_request("cifar-kill", x, binary=True), 16, seconds)
+    result = run_load(server.port, infer_request(server, "cifar-kill", x, binary=True), 16, seconds)
     os.waitpid(pid, 0)
     print(row("16 clients through the kill", result))
     server.http.delete("/api/v1/deployments/cifar-kill")
@@ -293,6 +304,10 @@ def main() -> None:
             scenario_kill(server, models, args.seconds)
     finally:
         server.stop()
+
+
+def _auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
 
 
 def _free_port() -> int:

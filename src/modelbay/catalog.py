@@ -18,6 +18,7 @@ from typing import Any, BinaryIO
 from modelbay.archives import extract, safe_relative_path
 from modelbay.errors import InvalidArtifact, InvalidRequest, PayloadTooLarge
 from modelbay.registry import FileEntry, NewVersion, Registry, VersionRecord
+from modelbay.registry.tables import DEFAULT_TENANT_ID
 from modelbay.runtimes import Runtime, detect_format, load_runtime
 from modelbay.store.base import CHUNK, ArtifactStore
 from modelbay.tensors import Signature
@@ -44,6 +45,10 @@ class PushRequest:
     created_by: str | None = None
     archive: bool = False
     """The single file is a .zip, .tar or .tar.gz of the version's files, unpacked safely."""
+    tenant_id: int = DEFAULT_TENANT_ID
+    """The tenant a new model is created in."""
+    own: bool = False
+    """The model, if it exists, must belong to ``tenant_id`` (false for admins)."""
 
 
 class Catalog:
@@ -106,6 +111,8 @@ class Catalog:
                         tags=push.tags,
                         created_by=push.created_by,
                     ),
+                    tenant_id=push.tenant_id,
+                    own=push.own,
                 )
         finally:
             shutil.rmtree(stage, ignore_errors=True)

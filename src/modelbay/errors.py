@@ -7,6 +7,8 @@ that is not a ``ModelbayError`` is a bug and is answered with an opaque 500.
 
     ModelbayError
     ├── InvalidRequest (400)   malformed request, wrong tensor name/shape/dtype
+    ├── Unauthenticated (401)  no API key, or an unknown, expired or revoked one
+    ├── Forbidden (403)        the key's role does not allow this
     ├── NotFound (404)         unknown model, version, alias or file
     ├── Conflict (409)         already exists, still referenced
     ├── PayloadTooLarge (413)  body or upload over the configured limit
@@ -47,6 +49,18 @@ class ModelbayError(Exception):
 
 class InvalidRequest(ModelbayError):
     status = 400
+
+
+class Unauthenticated(ModelbayError):
+    """No API key, or one that is unknown, expired or revoked."""
+
+    status = 401
+
+
+class Forbidden(ModelbayError):
+    """The key is valid but its role does not allow this on a resource it may see."""
+
+    status = 403
 
 
 class NotFound(ModelbayError):
@@ -92,6 +106,7 @@ __all__ = [
     "ClientDisconnected",
     "Conflict",
     "DeadlineExceeded",
+    "Forbidden",
     "InvalidArtifact",
     "InvalidRequest",
     "ModelNotReady",
@@ -99,4 +114,5 @@ __all__ = [
     "NotFound",
     "Overloaded",
     "PayloadTooLarge",
+    "Unauthenticated",
 ]

@@ -13,7 +13,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class Settings(BaseSettings):
     """Server settings; each field reads ``MODELBAY_<FIELD>`` from the environment."""
 
-    model_config = SettingsConfigDict(env_prefix="MODELBAY_", extra="ignore")
+    # An empty variable counts as unset (`MODELBAY_ADMIN_KEY= modelbay serve`).
+    model_config = SettingsConfigDict(env_prefix="MODELBAY_", extra="ignore", env_ignore_empty=True)
 
     data_dir: Path = Field(default=Path("./modelbay-data"))
     """Where the SQLite registry (by default) and the artifact blobs live."""
@@ -54,6 +55,16 @@ class Settings(BaseSettings):
     reconcile_interval_s: float = 2.0
     """How often deployments are reconciled with the registry (changes made through
     this server apply at once; the interval bounds lag from other frontends)."""
+
+    admin_key: SecretStr | None = Field(default=None, min_length=16)
+    """An admin API key to accept (for automation); unset: the first start creates one and
+    writes it to ``<data_dir>/admin.key``."""
+
+    public_metrics: bool = False
+    """Serve ``/metrics`` without an API key (it names every tenant's models)."""
+
+    usage_flush_interval_s: float = Field(default=5.0, gt=0)
+    """How often counted usage is written to the database."""
 
     encryption_key: SecretStr | None = None
     """Base64 AES-256 key that encrypts artifact blobs at rest; unset: blobs stay plaintext."""

@@ -14,6 +14,8 @@ from typing import Any
 
 import httpx
 import pytest
+from tests.integration import http
+from tests.integration.http import ADMIN_KEY
 
 
 class RunningServer:
@@ -45,7 +47,8 @@ class RunningServer:
     def start(self) -> None:
         # The server's settings come from this fixture only, not from the caller's shell.
         env = {k: v for k, v in os.environ.items() if not k.startswith("MODELBAY_")}
-        env.update(HF_HUB_OFFLINE="1", MODELBAY_LOG_LEVEL="warning", **self.extra_env)
+        env.update(HF_HUB_OFFLINE="1", MODELBAY_LOG_LEVEL="warning", MODELBAY_ADMIN_KEY=ADMIN_KEY)
+        env.update(self.extra_env)
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 [
@@ -105,14 +108,36 @@ class RunningServer:
     def log(self) -> str:
         return self.log_path.read_text()
 
+    def tenant(self, name: str, **limits: Any) -> None:
+        """Make sure tenant ``name`` exists (created with ``limits`` if it did not)."""
+        response = http.post(
+            f"{self.url}/api/v1/tenants", json={"name": name, **limits}, verify=self.verify
+        )
+        assert response.status_code in (201, 409), response.text
 
-def upload(url: str, name: str, path: Path, **data: str) -> httpx.Response:
+    def key(self, role: str, tenant: str = "default", **fields: Any) -> str:
+        """A new API key's secret (the tenant is created when missing)."""
+        self.tenant(tenant)
+        response = http.post(
+            f"{self.url}/api/v1/keys",
+            json={"name": f"{role}-test", "role": role, "tenant": tenant, **fields},
+            verify=self.verify,
+        )
+        assert response.status_code == 201, response.text
+        secret: str = response.json()["secret"]
+        return secret
+
+
+def upload(
+    url: str, name: str, path: Path, headers: dict[str, str] | None = None, **data: str
+) -> httpx.Response:
     """POST one model file as a new version of ``name`` (multipart, as the CLI does)."""
     with open(path, "rb") as f:
-        return httpx.post(
+        return http.post(
             f"{url}/api/v1/models/{name}/versions",
             files={"files": (path.name, f)},
             data=data,
+            headers=headers,
             timeout=60,  # the first push loads the framework; slow on a loaded machine
         )
 
@@ -122,6 +147,18 @@ def _free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _admin_key_for_clients() -> Iterator[None]:
+    """The SDK and the CLI (also as subprocesses) read ``MODELBAY_API_KEY``."""
+    previous = os.environ.get("MODELBAY_API_KEY")
+    os.environ["MODELBAY_API_KEY"] = ADMIN_KEY
+    yield
+    if previous is None:
+        os.environ.pop("MODELBAY_API_KEY", None)
+    else:
+        os.environ["MODELBAY_API_KEY"] = previous
 
 
 @pytest.fixture(scope="session")

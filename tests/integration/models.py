@@ -6,6 +6,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -33,6 +34,25 @@ def iris() -> tuple[np.ndarray, np.ndarray]:
 
     data = load_iris()
     return data.data, data.target
+
+
+SKLEARN_INFER_BODY = {
+    "inputs": [{"name": "input", "datatype": "FP64", "shape": [1, 4], "data": [1.0] * 4}]
+}
+"""A V2 JSON request for the model ``build_sklearn`` makes."""
+
+
+def sklearn_grpc_request(model: str) -> Any:
+    """The same request as a V2 gRPC ``ModelInferRequest`` for ``model``."""
+    from modelbay.protocols.grpc import grpc_predict_v2_pb2 as pb
+
+    tensor = pb.ModelInferRequest.InferInputTensor(
+        name="input",
+        datatype="FP64",
+        shape=[1, 4],
+        contents=pb.InferTensorContents(fp64_contents=[1.0] * 4),
+    )
+    return pb.ModelInferRequest(model_name=model, inputs=[tensor])
 
 
 def build_sklearn(tmp: Path) -> BuiltModel:

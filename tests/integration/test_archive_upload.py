@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import tarfile
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 from tests.archives import MIB, zip_of_zeros
+from tests.integration import http
+from tests.integration.cli import modelbay
 from tests.integration.conftest import RunningServer, upload
 from tests.integration.models import BuiltModel, build_onnx
 
@@ -39,17 +37,6 @@ def small_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSe
     running.start()
     yield running
     running.stop()
-
-
-def modelbay(url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "MODELBAY_URL": url, "NO_COLOR": "1", "COLUMNS": "200"}
-    return subprocess.run(
-        [sys.executable, "-m", "modelbay", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
 
 
 def zip_version(path: Path, onnx: BuiltModel, *extra: tuple[str, bytes]) -> Path:
@@ -85,7 +72,7 @@ def test_zip_slip_is_refused_naming_the_member_and_creates_nothing(
     refused = upload(server.url, "arch-slip", archive, archive="true", entrypoint=ENTRYPOINT)
     assert refused.status_code == 400
     assert "'../../evil.sh'" in refused.json()["error"]
-    assert httpx.get(f"{server.url}/api/v1/models/arch-slip").status_code == 404
+    assert http.get(f"{server.url}/api/v1/models/arch-slip").status_code == 404
 
 
 def test_zip_bomb_is_refused_with_413(small_server: RunningServer, tmp_path: Path) -> None:
@@ -93,7 +80,7 @@ def test_zip_bomb_is_refused_with_413(small_server: RunningServer, tmp_path: Pat
     refused = upload(small_server.url, "arch-bomb", bomb, archive="true")
     assert refused.status_code == 413
     assert "more than 10485760 bytes" in refused.json()["error"]
-    assert httpx.get(f"{small_server.url}/api/v1/models/arch-bomb").status_code == 404
+    assert http.get(f"{small_server.url}/api/v1/models/arch-bomb").status_code == 404
     leftovers = list((small_server.data_dir / "blobs" / "tmp").iterdir())
     assert leftovers == []
 

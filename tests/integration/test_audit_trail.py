@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-import httpx
+from tests.integration import http
 from tests.integration.conftest import RunningServer
 
 
@@ -15,32 +15,32 @@ def test_changes_and_refusals_are_audited_with_target_result_and_client(
     server: RunningServer,
 ) -> None:
     url = server.url
-    assert httpx.post(f"{url}/api/v1/models", json={"name": "audited"}).status_code == 201
-    assert httpx.post(f"{url}/api/v1/models", json={"name": "audited"}).status_code == 409
-    put = httpx.put(f"{url}/api/v1/models/audited/aliases/prod", json={"version": 1})
+    assert http.post(f"{url}/api/v1/models", json={"name": "audited"}).status_code == 201
+    assert http.post(f"{url}/api/v1/models", json={"name": "audited"}).status_code == 409
+    put = http.put(f"{url}/api/v1/models/audited/aliases/prod", json={"version": 1})
     assert put.status_code == 404
-    assert httpx.delete(f"{url}/api/v1/models/audited").status_code == 204
-    assert httpx.get(f"{url}/api/v1/models").status_code == 200  # reads are not audited
+    assert http.delete(f"{url}/api/v1/models/audited").status_code == 204
+    assert http.get(f"{url}/api/v1/models").status_code == 200  # reads are not audited
 
-    events = httpx.get(f"{url}/api/v1/audit", params={"limit": 4}).json()["events"]
+    events = http.get(f"{url}/api/v1/audit", params={"limit": 4}).json()["events"]
     seen = [(e["action"], e["target"], e["result"]) for e in reversed(events)]
     assert seen == [
-        ("management.create_model", {}, 201),
-        ("management.create_model", {}, 409),
+        ("management.create_model", {"name": "audited"}, 201),
+        ("management.create_model", {"name": "audited"}, 409),
         ("management.set_alias", {"name": "audited", "alias": "prod"}, 404),
         ("management.delete_model", {"name": "audited"}, 204),
     ]
     assert all(e["client"] == "127.0.0.1" for e in events)
-    verified = httpx.get(f"{url}/api/v1/audit/verify").json()
+    verified = http.get(f"{url}/api/v1/audit/verify").json()
     assert verified["ok"] is True
     assert verified["checked"] >= 4
 
 
 def test_answers_carry_security_headers(server: RunningServer) -> None:
     for response in (
-        httpx.get(f"{server.url}/api/v1/models"),
-        httpx.get(f"{server.url}/v2/models/nope"),
-        httpx.post(f"{server.url}/v2/models/nope/infer", json={"inputs": []}),
+        http.get(f"{server.url}/api/v1/models"),
+        http.get(f"{server.url}/v2/models/nope"),
+        http.post(f"{server.url}/v2/models/nope/infer", json={"inputs": []}),
     ):
         assert response.headers["x-content-type-options"] == "nosniff"
         assert response.headers["x-frame-options"] == "DENY"
@@ -48,7 +48,7 @@ def test_answers_carry_security_headers(server: RunningServer) -> None:
 
 
 def test_cli_lists_and_verifies_the_audit_log(server: RunningServer) -> None:
-    httpx.post(f"{server.url}/api/v1/models", json={"name": "audited-cli"})
+    http.post(f"{server.url}/api/v1/models", json={"name": "audited-cli"})
     env = {**os.environ, "MODELBAY_URL": server.url}
     run = [sys.executable, "-m", "modelbay", "audit"]
     listed = subprocess.run(

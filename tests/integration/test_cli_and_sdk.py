@@ -8,16 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import socket
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 import pytest
+from tests.integration.cli import modelbay, ok
 
 from modelbay.client import ApiError, Client
 
@@ -37,24 +35,6 @@ class Digits:
     path: Path
     rows: np.ndarray
     version: dict[str, Any]
-
-
-def modelbay(url: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "MODELBAY_URL": url, "NO_COLOR": "1"}
-    env.pop("MODELBAY_API_KEY", None)
-    return subprocess.run(
-        [sys.executable, "-m", "modelbay", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        input=stdin,
-        timeout=60,
-    )
-
-
-def ok(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
-    return result.stdout
 
 
 def sha256(path: Path) -> str:

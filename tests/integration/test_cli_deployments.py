@@ -7,16 +7,14 @@ replica, scaled and undeployed, all as the real console script against the real 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import pytest
+from tests.integration import http
+from tests.integration.cli import modelbay, ok
 from tests.integration.conftest import RunningServer
 from tests.integration.models import BuiltModel, build_onnx, iris
 
@@ -26,23 +24,6 @@ MODEL = "cli-deploy-mlp"
 SDK_MODEL = "sdk-deploy-mlp"
 
 
-def modelbay(url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "MODELBAY_URL": url, "NO_COLOR": "1", "COLUMNS": "200"}
-    env.pop("MODELBAY_API_KEY", None)
-    return subprocess.run(
-        [sys.executable, "-m", "modelbay", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
-
-
-def ok(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
-    return result.stdout
-
-
 def listed(server: RunningServer, name: str) -> dict[str, Any] | None:
     deployments = json.loads(ok(modelbay(server.url, "deployments", "list", "--json")))
     return next((d for d in deployments if d["name"] == name), None)
@@ -50,7 +31,7 @@ def listed(server: RunningServer, name: str) -> dict[str, Any] | None:
 
 def batches(server: RunningServer, model: str) -> float:
     prefix = "modelbay_batch_size_count{"
-    lines = httpx.get(f"{server.url}/metrics").text.splitlines()
+    lines = http.get(f"{server.url}/metrics").text.splitlines()
     return sum(
         float(line.rsplit(" ", 1)[1])
         for line in lines

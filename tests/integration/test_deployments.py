@@ -16,7 +16,9 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from tests.integration import http
 from tests.integration.conftest import RunningServer
+from tests.integration.http import ADMIN_KEY
 from tests.integration.models import BuiltModel, build_onnx, iris
 
 
@@ -27,7 +29,7 @@ def onnx_model(tmp_path_factory: pytest.TempPathFactory) -> BuiltModel:
 
 def deploy(server: RunningServer, model: str, **fields: Any) -> dict[str, Any]:
     """Create a deployment and wait until the controller has placed it (replicas may be 0)."""
-    r = httpx.post(f"{server.url}/api/v1/deployments", json={"model": model, **fields})
+    r = http.post(f"{server.url}/api/v1/deployments", json={"model": model, **fields})
     assert r.status_code == 201, r.text
     body: dict[str, Any] = r.json()
     wait_for(lambda: bool(status(server, model)["versions"]))
@@ -35,7 +37,7 @@ def deploy(server: RunningServer, model: str, **fields: Any) -> dict[str, Any]:
 
 
 def status(server: RunningServer, name: str) -> dict[str, Any]:
-    body: dict[str, Any] = httpx.get(f"{server.url}/api/v1/deployments/{name}").json()["status"]
+    body: dict[str, Any] = http.get(f"{server.url}/api/v1/deployments/{name}").json()["status"]
     return body
 
 
@@ -66,7 +68,7 @@ def infer(client: httpx.Client, name: str, x: np.ndarray, ref: str | None = None
 
 def metric(server: RunningServer, name: str, **labels: str) -> float:
     total = 0.0
-    for line in httpx.get(f"{server.url}/metrics").text.splitlines():
+    for line in http.get(f"{server.url}/metrics").text.splitlines():
         if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
             total += float(line.rsplit(" ", 1)[1])
     return total
@@ -81,7 +83,7 @@ def test_batched_outputs_are_identical_to_unbatched(
     x = iris()[0].astype(np.float32)
     slices = [x[i : i + 1 + i % 3] for i in range(48)]  # requests of 1-3 rows each
 
-    with httpx.Client(base_url=server.url) as client, ThreadPoolExecutor(16) as pool:
+    with http.client(base_url=server.url) as client, ThreadPoolExecutor(16) as pool:
         responses = list(pool.map(lambda s: infer(client, "batched", s), slices))
     for part, response in zip(slices, responses, strict=True):
         assert response.status_code == 200, response.text
@@ -108,7 +110,7 @@ def test_full_queue_answers_429_with_retry_after_and_deadline_504(
         request_timeout_ms=20_000,
     )
     x = iris()[0][:1].astype(np.float32)
-    with httpx.Client(base_url=server.url, timeout=60) as client, ThreadPoolExecutor(8) as pool:
+    with http.client(base_url=server.url, timeout=60) as client, ThreadPoolExecutor(8) as pool:
         responses = list(pool.map(lambda _: infer(client, "admission", x), range(8)))
     codes = Counter(r.status_code for r in responses)
     assert set(codes) <= {200, 429}, codes
@@ -120,7 +122,7 @@ def test_full_queue_answers_429_with_retry_after_and_deadline_504(
 
     server.push("deadline", onnx_model.path)
     deploy(server, "deadline", min_replicas=0, request_timeout_ms=1)
-    response = infer(httpx.Client(base_url=server.url, timeout=60), "deadline", x)
+    response = infer(http.client(base_url=server.url, timeout=60), "deadline", x)
     assert response.status_code == 504, response.text
     assert "timeout" in response.json()["error"]
 
@@ -137,7 +139,7 @@ def test_killed_replica_is_replaced_and_no_request_hangs(
     stop = threading.Event()
 
     def hammer() -> None:
-        with httpx.Client(base_url=server.url, timeout=30) as client:
+        with http.client(base_url=server.url, timeout=30) as client:
             while not stop.is_set():
                 codes[infer(client, "crashy", x).status_code] += 1
 
@@ -164,7 +166,7 @@ def test_killed_replica_is_replaced_and_no_request_hangs(
 def test_alias_roll_fails_no_request(server: RunningServer, onnx_model: BuiltModel) -> None:
     server.push("rolling", onnx_model.path)
     server.push("rolling", onnx_model.path)
-    httpx.put(f"{server.url}/api/v1/models/rolling/aliases/production", json={"version": 1})
+    http.put(f"{server.url}/api/v1/models/rolling/aliases/production", json={"version": 1})
     deploy(server, "rolling", version="production")
     wait_for(lambda: ready_replicas(server, "rolling", 1) == 1)
     x = iris()[0][:2].astype(np.float32)
@@ -172,7 +174,7 @@ def test_alias_roll_fails_no_request(server: RunningServer, onnx_model: BuiltMod
     stop = threading.Event()
 
     def hammer() -> None:
-        with httpx.Client(base_url=server.url, timeout=30) as client:
+        with http.client(base_url=server.url, timeout=30) as client:
             while not stop.is_set():
                 r = infer(client, "rolling", x)
                 version = r.json().get("model_version", "") if r.status_code == 200 else ""
@@ -182,7 +184,7 @@ def test_alias_roll_fails_no_request(server: RunningServer, onnx_model: BuiltMod
     for t in threads:
         t.start()
     time.sleep(0.3)
-    httpx.put(f"{server.url}/api/v1/models/rolling/aliases/production", json={"version": 2})
+    http.put(f"{server.url}/api/v1/models/rolling/aliases/production", json={"version": 2})
     wait_for(lambda: any(v == "2" for _, v in seen[-5:]), timeout=30)
     time.sleep(0.3)
     stop.set()
@@ -201,11 +203,11 @@ def test_canary_split_sends_traffic_to_both_versions(
     deploy(server, "canary", version="1", canary_version="2", canary_weight=30)
     wait_for(lambda: ready_replicas(server, "canary") == 2)
     x = iris()[0][:1].astype(np.float32)
-    with httpx.Client(base_url=server.url) as client:
+    with http.client(base_url=server.url) as client:
         versions = Counter(infer(client, "canary", x).json()["model_version"] for _ in range(300))
     assert set(versions) == {"1", "2"}
     assert 0.15 < versions["2"] / 300 < 0.45, versions
-    with httpx.Client(base_url=server.url) as client:
+    with http.client(base_url=server.url) as client:
         assert infer(client, "canary", x, ref="2").json()["model_version"] == "2"
 
 
@@ -225,9 +227,9 @@ def test_scale_up_down_and_to_zero_with_cold_start_measured(
         max_batch_size=1,
     )
     assert ready_replicas(server, "elastic") == 0
-    assert httpx.get(f"{server.url}/v2/models/elastic/ready").status_code == 200
+    assert http.get(f"{server.url}/v2/models/elastic/ready").status_code == 200
     x = iris()[0][:1].astype(np.float32)
-    with httpx.Client(base_url=server.url, timeout=60) as client:
+    with http.client(base_url=server.url, timeout=60) as client:
         assert infer(client, "elastic", x).status_code == 200  # waits for a cold start
         assert metric(server, "modelbay_cold_starts_total", model="elastic") == 1
         assert metric(server, "modelbay_cold_start_seconds_count", model="elastic") == 1
@@ -257,10 +259,10 @@ def test_deployments_come_back_after_a_restart(
     fresh_server.restart()
     wait_for(lambda: ready_replicas(fresh_server, "durable") == 1)
     x = iris()[0][:3].astype(np.float32)
-    with httpx.Client(base_url=fresh_server.url) as client:
+    with http.client(base_url=fresh_server.url) as client:
         response = infer(client, "durable", x)
     assert response.status_code == 200
-    listed = httpx.get(f"{fresh_server.url}/api/v1/deployments").json()["deployments"]
+    listed = http.get(f"{fresh_server.url}/api/v1/deployments").json()["deployments"]
     assert [(d["name"], d["config"]["max_batch_size"]) for d in listed] == [("durable", 4)]
 
 
@@ -269,27 +271,27 @@ def test_bad_deployments_are_refused_with_the_reason(
 ) -> None:
     server.push("refusals", onnx_model.path)
     url = f"{server.url}/api/v1/deployments"
-    too_few = httpx.post(url, json={"model": "refusals", "min_replicas": 3, "max_replicas": 1})
+    too_few = http.post(url, json={"model": "refusals", "min_replicas": 3, "max_replicas": 1})
     assert too_few.status_code == 422
     assert "min_replicas (3) exceeds max_replicas (1)" in too_few.json()["error"]
-    missing = httpx.post(url, json={"model": "refusals", "version": "staging"})
+    missing = http.post(url, json={"model": "refusals", "version": "staging"})
     assert missing.status_code == 404
     assert "staging" in missing.json()["error"]
-    typo = httpx.post(url, json={"model": "refusals", "max_batch": 8})
+    typo = http.post(url, json={"model": "refusals", "max_batch": 8})
     assert typo.status_code == 422
     assert "max_batch" in typo.json()["error"]
-    assert httpx.post(url, json={"model": "nope"}).status_code == 404
-    assert httpx.get(f"{url}/refusals").status_code == 404
+    assert http.post(url, json={"model": "nope"}).status_code == 404
+    assert http.get(f"{url}/refusals").status_code == 404
 
     deploy(server, "refusals", version="1", min_replicas=0)
-    assert httpx.post(url, json={"model": "refusals"}).status_code == 409
-    pinned = httpx.delete(f"{server.url}/api/v1/models/refusals/versions/1")
+    assert http.post(url, json={"model": "refusals"}).status_code == 409
+    pinned = http.delete(f"{server.url}/api/v1/models/refusals/versions/1")
     assert pinned.status_code == 409
     assert "deployment" in pinned.json()["error"]
-    scaled = httpx.patch(f"{url}/refusals", json={"min_replicas": 5})
+    scaled = http.patch(f"{url}/refusals", json={"min_replicas": 5})
     assert scaled.status_code == 422
-    assert httpx.delete(f"{url}/refusals").status_code == 204
-    assert httpx.delete(f"{server.url}/api/v1/models/refusals/versions/1").status_code == 204
+    assert http.delete(f"{url}/refusals").status_code == 204
+    assert http.delete(f"{server.url}/api/v1/models/refusals/versions/1").status_code == 204
 
 
 def test_request_of_a_client_that_left_is_never_run(
@@ -302,6 +304,7 @@ def test_request_of_a_client_that_left_is_never_run(
     body = json.dumps(request(iris()[0][:1].astype(np.float32))).encode()
     head = (
         f"POST /v2/models/walkaway/infer HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Authorization: Bearer {ADMIN_KEY}\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
     ).encode()
     with socket.create_connection(("127.0.0.1", server.port)) as sock:
@@ -310,5 +313,5 @@ def test_request_of_a_client_that_left_is_never_run(
     time.sleep(2.0)
     assert metric(server, "modelbay_batch_size_count", model="walkaway") == 0
     assert metric(server, "modelbay_requests_total", model="walkaway", status="499") == 1
-    with httpx.Client(base_url=server.url) as client:  # the deployment still serves
+    with http.client(base_url=server.url) as client:  # the deployment still serves
         assert infer(client, "walkaway", iris()[0][:1].astype(np.float32)).status_code == 200

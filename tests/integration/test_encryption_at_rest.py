@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+from tests.integration import http
 from tests.integration.conftest import RunningServer
 from tests.integration.models import BuiltModel, build_onnx, iris
 
@@ -26,7 +27,7 @@ def _infer(server: RunningServer, path: str, x: np.ndarray) -> httpx.Response:
             {"name": "x", "datatype": "FP32", "shape": list(x.shape), "data": x.ravel().tolist()}
         ]
     }
-    return httpx.post(f"{server.url}/v2/models/{NAME}{path}/infer", json=request, timeout=60)
+    return http.post(f"{server.url}/v2/models/{NAME}{path}/infer", json=request, timeout=60)
 
 
 def _assert_serves(server: RunningServer, path: str, onnx: BuiltModel) -> None:
@@ -38,22 +39,22 @@ def _assert_serves(server: RunningServer, path: str, onnx: BuiltModel) -> None:
 
 
 def _deploy_and_serve(server: RunningServer, onnx: BuiltModel) -> None:
-    created = httpx.post(f"{server.url}/api/v1/deployments", json={"model": NAME})
+    created = http.post(f"{server.url}/api/v1/deployments", json={"model": NAME})
     assert created.status_code == 201, created.text
     deadline = time.monotonic() + 60
     while True:
-        status: dict[str, Any] = httpx.get(f"{server.url}/api/v1/deployments/{NAME}").json()
+        status: dict[str, Any] = http.get(f"{server.url}/api/v1/deployments/{NAME}").json()
         versions = status["status"]["versions"]
         if versions and versions[0]["replicas"] == 1:
             break
         assert time.monotonic() < deadline, f"no replica in 60 s:\n{server.log()[-3000:]}"
         time.sleep(0.1)
     _assert_serves(server, "", onnx)
-    httpx.delete(f"{server.url}/api/v1/deployments/{NAME}").raise_for_status()
+    http.delete(f"{server.url}/api/v1/deployments/{NAME}").raise_for_status()
 
 
 def _download(server: RunningServer) -> httpx.Response:
-    return httpx.get(f"{server.url}/api/v1/models/{NAME}/versions/1/files/mlp.onnx")
+    return http.get(f"{server.url}/api/v1/models/{NAME}/versions/1/files/mlp.onnx")
 
 
 def _rotate(server: RunningServer, new_key_file: Path, old_keys_file: Path) -> str:
@@ -94,7 +95,7 @@ def test_artifacts_are_encrypted_at_rest_and_survive_key_rotation(tmp_path: Path
         assert "MODELBAY_ENCRYPTION_KEY" in message
         assert NAME in message
         assert _download(server).status_code == 500
-        assert httpx.get(f"{server.url}/v2/health/live").status_code == 200
+        assert http.get(f"{server.url}/v2/health/live").status_code == 200
 
         server.stop()
         new_key_file, old_keys_file = tmp_path / "new.key", tmp_path / "old.keys"

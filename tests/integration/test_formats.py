@@ -8,9 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
+from tests.integration import http
 from tests.integration.conftest import RunningServer
 from tests.integration.models import BUILDERS, BuiltModel, iris
 
@@ -42,7 +42,7 @@ def infer_json(
         ],
         "outputs": [{"name": built.output_name}],
     }
-    response = httpx.post(
+    response = http.post(
         f"{server.url}/v2/models/{name}/versions/{ref}/infer", json=request, timeout=60
     )
     assert response.status_code == 200, response.text
@@ -84,7 +84,7 @@ def test_format_is_pushed_listed_aliased_and_served_like_in_process(
 def _infer_binary(server: RunningServer, name: str, built: BuiltModel, x: np.ndarray) -> np.ndarray:
     body, length = v2.encode_request({built.input_name: x}, [built.output_name])
     headers = {v2.HEADER_LENGTH: str(length), "Content-Type": v2.BINARY_CONTENT_TYPE}
-    response = httpx.post(
+    response = http.post(
         f"{server.url}/v2/models/{name}/versions/production/infer", content=body, headers=headers
     )
     assert response.status_code == 200, response.text
@@ -98,7 +98,7 @@ def test_torchscript_without_signature_is_refused_with_how_to_fix(
 ) -> None:
     built = BUILDERS["torchscript"](tmp_path)
     with open(built.path, "rb") as f:
-        response = httpx.post(
+        response = http.post(
             f"{server.url}/api/v1/models/ts-nosig/versions",
             files={"files": ("mlp.pt", f)},
             timeout=60,

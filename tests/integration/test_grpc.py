@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tritonclient.grpc as triton
+from tests.integration.bearer import keyed
 from tests.integration.conftest import RunningServer
 from tests.integration.models import BuiltModel, build_onnx, iris
 from tritonclient.utils import InferenceServerException
@@ -50,7 +51,7 @@ def text_model(server: RunningServer, tmp_path_factory: pytest.TempPathFactory) 
 
 @pytest.fixture
 def client(server: RunningServer) -> Iterator[triton.InferenceServerClient]:
-    client = triton.InferenceServerClient(url=server.grpc_url)
+    client = keyed(triton.InferenceServerClient(url=server.grpc_url))
     yield client
     client.close()
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-import httpx
 import pytest
+from tests.integration import http
 from tests.integration.conftest import RunningServer, upload
 from tests.integration.models import build_sklearn
 
@@ -20,7 +20,7 @@ def test_model_lifecycle_with_metadata_download_and_blob_cleanup(
     server: RunningServer, skops_file: Path
 ) -> None:
     url = server.url
-    created = httpx.post(
+    created = http.post(
         f"{url}/api/v1/models",
         json={
             "name": "life",
@@ -31,7 +31,7 @@ def test_model_lifecycle_with_metadata_download_and_blob_cleanup(
         },
     )
     assert created.status_code == 201, created.text
-    assert httpx.post(f"{url}/api/v1/models", json={"name": "life"}).status_code == 409
+    assert http.post(f"{url}/api/v1/models", json={"name": "life"}).status_code == 409
 
     pushed = upload(
         url,
@@ -54,41 +54,41 @@ def test_model_lifecycle_with_metadata_download_and_blob_cleanup(
     digest = version["files"][0]["digest"]
     assert digest == hashlib.sha256(skops_file.read_bytes()).hexdigest()
 
-    download = httpx.get(f"{url}/api/v1/models/life/versions/1/files/{skops_file.name}")
+    download = http.get(f"{url}/api/v1/models/life/versions/1/files/{skops_file.name}")
     assert download.status_code == 200
     assert download.content == skops_file.read_bytes()
 
-    metadata = httpx.get(f"{url}/v2/models/life").json()
+    metadata = http.get(f"{url}/v2/models/life").json()
     assert metadata["platform"] == "sklearn"
     assert [o["name"] for o in metadata["outputs"]] == ["predict", "predict_proba"]
 
-    assert httpx.delete(f"{url}/api/v1/models/life/versions/1").status_code == 204
-    assert httpx.get(f"{url}/api/v1/models/life/versions/1").status_code == 404
+    assert http.delete(f"{url}/api/v1/models/life/versions/1").status_code == 204
+    assert http.get(f"{url}/api/v1/models/life/versions/1").status_code == 404
     assert not list(server.data_dir.rglob(digest))
-    assert httpx.delete(f"{url}/api/v1/models/life").status_code == 204
-    assert httpx.get(f"{url}/api/v1/models/life").status_code == 404
+    assert http.delete(f"{url}/api/v1/models/life").status_code == 204
+    assert http.get(f"{url}/api/v1/models/life").status_code == 404
 
 
 def test_alias_errors_and_conflicts(server: RunningServer, skops_file: Path) -> None:
     url = server.url
     assert upload(url, "aliased", skops_file).status_code == 201
     assert upload(url, "aliased", skops_file).status_code == 201
-    put = httpx.put(f"{url}/api/v1/models/aliased/aliases/production", json={"version": 1})
+    put = http.put(f"{url}/api/v1/models/aliased/aliases/production", json={"version": 1})
     assert put.status_code == 200
     assert put.json()["aliases"] == ["production"]
-    blocked = httpx.delete(f"{url}/api/v1/models/aliased/versions/1")
+    blocked = http.delete(f"{url}/api/v1/models/aliased/versions/1")
     assert blocked.status_code == 409
     assert "production" in blocked.json()["error"]
-    moved = httpx.put(f"{url}/api/v1/models/aliased/aliases/production", json={"version": 2})
+    moved = http.put(f"{url}/api/v1/models/aliased/aliases/production", json={"version": 2})
     assert moved.json()["version"] == 2
-    assert httpx.get(f"{url}/v2/models/aliased/versions/production").status_code == 200
-    missing = httpx.put(f"{url}/api/v1/models/aliased/aliases/x", json={"version": 9})
+    assert http.get(f"{url}/v2/models/aliased/versions/production").status_code == 200
+    missing = http.put(f"{url}/api/v1/models/aliased/aliases/x", json={"version": 9})
     assert missing.status_code == 404
-    reserved = httpx.put(f"{url}/api/v1/models/aliased/aliases/latest", json={"version": 1})
+    reserved = http.put(f"{url}/api/v1/models/aliased/aliases/latest", json={"version": 1})
     assert reserved.status_code == 400
-    assert httpx.delete(f"{url}/api/v1/models/aliased/aliases/production").status_code == 204
-    assert httpx.delete(f"{url}/api/v1/models/aliased/aliases/production").status_code == 404
-    assert httpx.get(f"{url}/v2/models/aliased/versions/production").status_code == 404
+    assert http.delete(f"{url}/api/v1/models/aliased/aliases/production").status_code == 204
+    assert http.delete(f"{url}/api/v1/models/aliased/aliases/production").status_code == 404
+    assert http.get(f"{url}/v2/models/aliased/versions/production").status_code == 404
 
 
 def test_unsupported_format_and_bad_signature_are_422(
@@ -117,10 +117,10 @@ def test_upload_or_chunked_body_over_the_limit_is_413(tmp_path: Path, skops_file
         response = upload(limited.url, "big", skops_file)
         assert response.status_code == 413
         assert "limit" in response.json()["error"]
-        assert httpx.get(f"{limited.url}/api/v1/models/big").status_code == 404
+        assert http.get(f"{limited.url}/api/v1/models/big").status_code == 404
         # No Content-Length: the limit is found while FastAPI reads the body.
         chunks = iter([b'{"name": "big", "description": "', b"x" * 2000, b'"}'])
-        chunked = httpx.post(
+        chunked = http.post(
             f"{limited.url}/api/v1/models",
             content=chunks,
             headers={"Content-Type": "application/json"},

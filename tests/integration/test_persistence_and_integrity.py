@@ -6,6 +6,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from tests.integration import http
 from tests.integration.conftest import RunningServer
 from tests.integration.models import build_onnx, build_sklearn, iris
 
@@ -16,7 +17,7 @@ def _predict(server: RunningServer, name: str, ref: str, x: np.ndarray) -> httpx
             {"name": "x", "datatype": "FP32", "shape": list(x.shape), "data": x.ravel().tolist()}
         ]
     }
-    return httpx.post(
+    return http.post(
         f"{server.url}/v2/models/{name}/versions/{ref}/infer", json=request, timeout=60
     )
 
@@ -29,20 +30,18 @@ def test_models_versions_and_aliases_survive_a_restart(
     fresh_server.push("keep-onnx", onnx.path)
     fresh_server.push("keep-onnx", onnx.path)
     fresh_server.push("keep-skl", skl.path)
-    httpx.put(
+    http.put(
         f"{fresh_server.url}/api/v1/models/keep-onnx/aliases/production", json={"version": 1}
     ).raise_for_status()
-    before = httpx.get(f"{fresh_server.url}/api/v1/models").json()
+    before = http.get(f"{fresh_server.url}/api/v1/models").json()
 
     fresh_server.restart()
 
-    after = httpx.get(f"{fresh_server.url}/api/v1/models").json()
+    after = http.get(f"{fresh_server.url}/api/v1/models").json()
     assert after == before
     assert [
         v["version"]
-        for v in httpx.get(f"{fresh_server.url}/api/v1/models/keep-onnx/versions").json()[
-            "versions"
-        ]
+        for v in http.get(f"{fresh_server.url}/api/v1/models/keep-onnx/versions").json()["versions"]
     ] == [1, 2]
     x = iris()[0][:5].astype(np.float32)
     response = _predict(fresh_server, "keep-onnx", "production", x)
@@ -71,9 +70,9 @@ def test_corrupted_blob_is_detected_at_load_and_never_served(
     assert "corrupted" in message
     assert "mlp.onnx" in message
     assert "fragile" in message
-    ready = httpx.get(f"{fresh_server.url}/v2/models/fragile/versions/1/ready")
+    ready = http.get(f"{fresh_server.url}/v2/models/fragile/versions/1/ready")
     assert ready.status_code == 503
-    download = httpx.get(f"{fresh_server.url}/api/v1/models/fragile/versions/1/files/mlp.onnx")
+    download = http.get(f"{fresh_server.url}/api/v1/models/fragile/versions/1/files/mlp.onnx")
     assert download.status_code == 500
     assert "corrupted" in download.json()["error"]
 
@@ -88,7 +87,7 @@ def test_postgresql_registry_serves_and_survives_a_restart(
     try:
         onnx = build_onnx(tmp_path)
         server.push("pg-onnx", onnx.path)
-        httpx.put(
+        http.put(
             f"{server.url}/api/v1/models/pg-onnx/aliases/production", json={"version": 1}
         ).raise_for_status()
         server.restart()

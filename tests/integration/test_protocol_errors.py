@@ -7,6 +7,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from tests.integration import http
 from tests.integration.conftest import RunningServer
 from tests.integration.models import build_sklearn
 
@@ -17,7 +18,7 @@ NAME = "errors-iris"
 def iris_model(server: RunningServer, tmp_path_factory: pytest.TempPathFactory) -> str:
     built = build_sklearn(tmp_path_factory.mktemp("iris"))
     with open(built.path, "rb") as f:
-        response = httpx.post(
+        response = http.post(
             f"{server.url}/api/v1/models/{NAME}/versions",
             files={"files": ("iris.skops", f)},
             timeout=60,
@@ -29,8 +30,8 @@ def iris_model(server: RunningServer, tmp_path_factory: pytest.TempPathFactory) 
 def _infer(server: RunningServer, body: object | bytes, ref: str = "1") -> httpx.Response:
     url = f"{server.url}/v2/models/{NAME}/versions/{ref}/infer"
     if isinstance(body, bytes):
-        return httpx.post(url, content=body, headers={"Content-Type": "application/json"})
-    return httpx.post(url, json=body)
+        return http.post(url, content=body, headers={"Content-Type": "application/json"})
+    return http.post(url, json=body)
 
 
 def _tensor(**overrides: object) -> dict[str, object]:
@@ -71,7 +72,7 @@ def test_malformed_request_gets_400_naming_the_problem(
 def test_unknown_model_version_and_alias_are_404(server: RunningServer, iris_model: str) -> None:
     assert _infer(server, _tensor(), ref="9").status_code == 404
     assert _infer(server, _tensor(), ref="staging").status_code == 404
-    response = httpx.post(f"{server.url}/v2/models/nope/infer", json=_tensor())
+    response = http.post(f"{server.url}/v2/models/nope/infer", json=_tensor())
     assert response.status_code == 404
     assert "model 'nope' not found" in response.json()["error"]
 
@@ -80,7 +81,7 @@ def test_pickle_upload_is_refused_with_reason(server: RunningServer, tmp_path: P
     path = tmp_path / "model.pkl"
     path.write_bytes(pickle.dumps({"weights": [1, 2, 3]}))
     with open(path, "rb") as f:
-        response = httpx.post(
+        response = http.post(
             f"{server.url}/api/v1/models/pickled/versions",
             files={"files": ("model.pkl", f)},
             timeout=60,
@@ -91,18 +92,18 @@ def test_pickle_upload_is_refused_with_reason(server: RunningServer, tmp_path: P
     assert "skops" in message
     # a pickle renamed to look like a safe format is refused too
     with open(path, "rb") as f:
-        response = httpx.post(
+        response = http.post(
             f"{server.url}/api/v1/models/pickled/versions",
             files={"files": ("model.skops", f)},
             timeout=60,
             data={"format": "sklearn"},
         )
     assert response.status_code == 422
-    assert httpx.get(f"{server.url}/api/v1/models/pickled").status_code == 404
+    assert http.get(f"{server.url}/api/v1/models/pickled").status_code == 404
 
 
 def test_path_traversal_in_upload_is_refused(server: RunningServer, tmp_path: Path) -> None:
-    response = httpx.post(
+    response = http.post(
         f"{server.url}/api/v1/models/slip/versions",
         files={"files": ("../../evil.onnx", b"x")},
         timeout=60,

@@ -14,7 +14,10 @@ import numpy as np
 import pytest
 import tritonclient.grpc as triton_grpc
 import tritonclient.http as triton_http
+from tests.integration import http
+from tests.integration.bearer import keyed
 from tests.integration.conftest import RunningServer
+from tests.integration.http import ADMIN_KEY
 from tests.integration.models import BuiltModel, build_onnx, iris
 from tests.tls import TlsFiles, make_tls_files
 from tritonclient.utils import InferenceServerException
@@ -54,7 +57,7 @@ def tls_server(
 def onnx_model(tls_server: RunningServer, tmp_path_factory: pytest.TempPathFactory) -> BuiltModel:
     built = build_onnx(tmp_path_factory.mktemp("tls-onnx"))
     with open(built.path, "rb") as f:
-        response = httpx.post(
+        response = http.post(
             f"{tls_server.url}/api/v1/models/{MODEL}/versions",
             files={"files": (built.path.name, f)},
             verify=tls_server.verify,
@@ -73,9 +76,9 @@ def test_https_serves_health_and_inference_to_a_client_trusting_the_ca(
 ) -> None:
     x = _rows()
     tensor = {"name": "x", "datatype": "FP32", "shape": list(x.shape), "data": x.ravel().tolist()}
-    with httpx.Client(base_url=tls_server.url, verify=tls_server.verify) as http:
-        assert http.get("/v2/health/ready").status_code == 200
-        response = http.post(f"/v2/models/{MODEL}/infer", json={"inputs": [tensor]})
+    with http.client(base_url=tls_server.url, verify=tls_server.verify) as session:
+        assert session.get("/v2/health/ready").status_code == 200
+        response = session.post(f"/v2/models/{MODEL}/infer", json={"inputs": [tensor]})
     assert response.status_code == 200, response.text
     (output,) = response.json()["outputs"]
     y = np.reshape(output["data"], output["shape"])
@@ -84,7 +87,7 @@ def test_https_serves_health_and_inference_to_a_client_trusting_the_ca(
 
 def test_plain_http_to_the_tls_port_gets_no_answer(tls_server: RunningServer) -> None:
     with pytest.raises(httpx.TransportError):
-        httpx.get(f"http://127.0.0.1:{tls_server.port}/v2/health/ready", timeout=5)
+        http.get(f"http://127.0.0.1:{tls_server.port}/v2/health/ready", timeout=5)
 
 
 def test_https_client_not_trusting_the_ca_is_refused(
@@ -92,7 +95,7 @@ def test_https_client_not_trusting_the_ca_is_refused(
 ) -> None:
     other = ssl.create_default_context(cafile=untrusted_ca)
     with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
-        httpx.get(f"{tls_server.url}/v2/health/ready", verify=other, timeout=5)
+        http.get(f"{tls_server.url}/v2/health/ready", verify=other, timeout=5)
 
 
 def test_sdk_with_verify_lists_models_and_predicts(
@@ -119,7 +122,7 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
         [sys.executable, "-m", "modelbay", *args],
         capture_output=True,
         text=True,
-        env={**clean, "NO_COLOR": "1", **(env or {})},
+        env={**clean, "MODELBAY_API_KEY": ADMIN_KEY, "NO_COLOR": "1", **(env or {})},
         timeout=60,
     )
 
@@ -148,8 +151,10 @@ def test_cli_without_ca_cert_fails_with_a_hint(tls_server: RunningServer) -> Non
 def test_tritonclient_grpc_over_tls_reads_metadata_and_infers(
     tls_server: RunningServer, tls_files: TlsFiles, onnx_model: BuiltModel
 ) -> None:
-    client = triton_grpc.InferenceServerClient(
-        tls_server.grpc_url, ssl=True, root_certificates=str(tls_files.ca_cert)
+    client = keyed(
+        triton_grpc.InferenceServerClient(
+            tls_server.grpc_url, ssl=True, root_certificates=str(tls_files.ca_cert)
+        )
     )
     x = _rows()
     tensor = triton_grpc.InferInput("x", list(x.shape), "FP32")
@@ -167,7 +172,7 @@ def test_grpc_client_not_trusting_the_ca_is_refused(
     tls_server: RunningServer, untrusted_ca: Path, client_tls: str
 ) -> None:
     tls = {"ssl": True, "root_certificates": str(untrusted_ca)} if client_tls != "plaintext" else {}
-    client = triton_grpc.InferenceServerClient(tls_server.grpc_url, **tls)  # type: ignore[arg-type]
+    client = keyed(triton_grpc.InferenceServerClient(tls_server.grpc_url, **tls))  # type: ignore[arg-type]
     try:
         with pytest.raises(InferenceServerException, match="UNAVAILABLE"):
             client.get_server_metadata(client_timeout=10)
@@ -178,10 +183,12 @@ def test_grpc_client_not_trusting_the_ca_is_refused(
 def test_tritonclient_http_over_tls_infers(
     tls_server: RunningServer, tls_files: TlsFiles, onnx_model: BuiltModel
 ) -> None:
-    client = triton_http.InferenceServerClient(
-        tls_server.url.removeprefix("https://"),
-        ssl=True,
-        ssl_options={"ca_certs": str(tls_files.ca_cert)},
+    client = keyed(
+        triton_http.InferenceServerClient(
+            tls_server.url.removeprefix("https://"),
+            ssl=True,
+            ssl_options={"ca_certs": str(tls_files.ca_cert)},
+        )
     )
     x = _rows()
     tensor = triton_http.InferInput("x", list(x.shape), "FP32")

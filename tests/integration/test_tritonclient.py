@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import httpx
 import numpy as np
 import pytest
 import tritonclient.http as triton
+from tests.integration import http
+from tests.integration.bearer import keyed
 from tests.integration.conftest import RunningServer
 from tests.integration.models import build_onnx, iris
 
@@ -14,7 +15,7 @@ from tests.integration.models import build_onnx, iris
 def onnx_model(server: RunningServer, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     built = build_onnx(tmp_path_factory.mktemp("onnx"))
     with open(built.path, "rb") as f:
-        response = httpx.post(
+        response = http.post(
             f"{server.url}/api/v1/models/triton-mlp/versions",
             files={"files": (built.path.name, f)},
             timeout=60,
@@ -25,7 +26,7 @@ def onnx_model(server: RunningServer, tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture
 def client(server: RunningServer) -> triton.InferenceServerClient:
-    return triton.InferenceServerClient(url=server.url.removeprefix("http://"))
+    return keyed(triton.InferenceServerClient(url=server.url.removeprefix("http://")))
 
 
 def test_tritonclient_reads_server_and_model_metadata(

@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from modelbay import __version__
+from modelbay.api import access as access_api
 from modelbay.api import audit as audit_api
 from modelbay.api import deployments as deployments_api
 from modelbay.api import management, v2
 from modelbay.api import metrics as metrics_api
 from modelbay.api.audit import AuditTrail
+from modelbay.api.auth import (
+    Gatekeeper,
+    authorize_route,
+    document_security,
+    unguarded_routes,
+)
 from modelbay.api.context import AppContext
 from modelbay.api.errors import install_error_handlers
 from modelbay.api.grpc_server import STOP_GRACE_S, start_grpc_server
@@ -23,7 +32,14 @@ from modelbay.api.limits import BodyLimit
 from modelbay.api.v2_infer import InferFastPath
 from modelbay.catalog import Catalog
 from modelbay.registry import DeploymentStore, Registry, make_engine, migrate
+from modelbay.security.access import ResourceDirectory
 from modelbay.security.audit import AuditLog
+from modelbay.security.authn import Authenticator, bootstrap_admin
+from modelbay.security.guard import Guard
+from modelbay.security.keys import KeyStore
+from modelbay.security.limits import RateLimiter
+from modelbay.security.policy import public_paths, rest_rules
+from modelbay.security.usage import UsageMeter
 from modelbay.serving import InferenceService, ServedModels
 from modelbay.serving.controller import DeploymentController
 from modelbay.serving.metrics import ServingMetrics
@@ -44,13 +60,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     keyring = keyring_from_settings(settings)
     store = make_store(settings.blob_dir, keyring)
     served = ServedModels(registry, store, threads=settings.intra_op_threads)
+    audit = AuditLog(engine, head_file=settings.data_dir / "audit.head")
+    keys = KeyStore(engine)
+    bootstrap_admin(
+        keys,
+        settings.data_dir,
+        settings.admin_key.get_secret_value() if settings.admin_key else None,
+        audit,
+    )
+    meter = UsageMeter(engine)
+    directory = ResourceDirectory(engine)
+    guard = Guard(Authenticator(keys), directory, RateLimiter(), meter, audit)
+
+    def removed(name: str, version: int | None) -> None:
+        served.remove(name, version)
+        directory.invalidate(name)
+
     catalog = Catalog(
         registry,
         store,
         max_upload_bytes=settings.max_upload_bytes,
         threads=settings.intra_op_threads,
         on_loaded=served.add if settings.load_on_push else None,
-        on_removed=served.remove,
+        on_removed=removed,
     )
     pool = ThreadPoolExecutor(settings.inference_threads, thread_name_prefix="infer")
     metrics = ServingMetrics()
@@ -66,12 +98,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_replicas=settings.max_replicas,
     )
     inference = InferenceService(served, pool, controller, metrics)
-    audit = AuditLog(engine, head_file=settings.data_dir / "audit.head")
-    ctx = AppContext(settings, registry, catalog, served, inference, deployments, controller, audit)
+    ctx = AppContext(
+        settings, registry, catalog, served, inference, deployments, controller, audit, keys, guard
+    )
+    rules = rest_rules(public_metrics=settings.public_metrics)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         controller.start()
+        flusher = asyncio.create_task(_flush_usage(meter, settings.usage_flush_interval_s))
         # On uvicorn's event loop, so gRPC and HTTP share the served models and the pool.
         grpc_server = None
         if settings.grpc_port:
@@ -82,6 +117,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if grpc_server is not None:
             await grpc_server.stop(STOP_GRACE_S)
         await controller.stop()
+        flusher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await flusher
+        await asyncio.to_thread(meter.flush)
         pool.shutdown(wait=True, cancel_futures=True)
         served.close()
         engine.dispose()
@@ -91,14 +130,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description="Model-as-a-Service: V2 inference and model management.",
         lifespan=lifespan,
+        dependencies=[Depends(authorize_route)],
     )
     app.state.ctx = ctx
+    app.state.guard = guard
+    app.state.rules = rules
     install_error_handlers(app)
     app.include_router(v2.router)
     app.include_router(management.router)
     app.include_router(deployments_api.router)
     app.include_router(metrics_api.router)
     app.include_router(audit_api.router)
+    app.include_router(access_api.router)
+    missing = unguarded_routes(app.routes, rules)
+    if missing:
+        raise RuntimeError(f"routes without an access rule: {', '.join(missing)}")
+    document_security(app, rules)
     app.add_middleware(
         BodyLimit,
         default=settings.max_request_bytes,
@@ -107,5 +154,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(AuditTrail, audit=audit)
     app.add_middleware(SecurityHeaders)
-    app.add_middleware(InferFastPath, inference=inference, max_body=settings.max_request_bytes)
+    app.add_middleware(
+        InferFastPath, inference=inference, guard=guard, max_body=settings.max_request_bytes
+    )
+    app.add_middleware(Gatekeeper, guard=guard, public=public_paths(rules))
     return app
+
+
+async def _flush_usage(meter: UsageMeter, interval_s: float) -> None:
+    """Write counted usage every ``interval_s``; a failed write is kept for the next."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await asyncio.to_thread(meter.flush)
+        except Exception:
+            log.exception("could not write usage; it is kept for the next try")

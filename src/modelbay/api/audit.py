@@ -6,7 +6,7 @@ import asyncio
 import logging
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -54,6 +54,12 @@ def verify(ctx: ContextDep) -> AuditVerification:
     )
 
 
+def note_target(request: Request, **fields: Any) -> None:
+    """Add what a change created (its name, a key's id) to its audit event's target."""
+    current = getattr(request.state, "audit_target", {})
+    request.state.audit_target = {**current, **fields}
+
+
 class AuditTrail:
     """ASGI middleware: after each change under /api/, append who/what/target/result/from."""
 
@@ -91,6 +97,7 @@ class AuditTrail:
             else f"{scope['method']} {scope['path']}"
         )
         target: dict[str, Any] = dict(scope.get("path_params") or {})
+        target.update(scope.get("state", {}).get("audit_target", {}))
         client = scope.get("client")
         actor = str(scope.get("modelbay.actor", "anonymous"))
         try:

@@ -9,7 +9,10 @@ from fastapi import Depends, Request
 
 from modelbay.catalog import Catalog
 from modelbay.registry import DeploymentStore, Registry
+from modelbay.security.access import ResourceDirectory
 from modelbay.security.audit import AuditLog
+from modelbay.security.guard import Guard
+from modelbay.security.keys import KeyStore
 from modelbay.serving import InferenceService, ServedModels
 from modelbay.serving.controller import DeploymentController
 from modelbay.settings import Settings
@@ -27,6 +30,12 @@ class AppContext:
     deployments: DeploymentStore
     controller: DeploymentController
     audit: AuditLog
+    keys: KeyStore
+    guard: Guard
+
+    @property
+    def directory(self) -> ResourceDirectory:
+        return self.guard.directory
 
 
 async def _context(request: Request) -> AppContext:

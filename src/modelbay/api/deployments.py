@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
+from modelbay.api.audit import note_target
+from modelbay.api.auth import PrincipalDep
 from modelbay.api.context import AppContext, ContextDep
 from modelbay.api.errors import error_responses
 from modelbay.registry import DeploymentConfig, DeploymentRecord
@@ -69,7 +71,8 @@ class DeploymentList(BaseModel):
     summary="Deploy a model",
     responses=error_responses(400, 404, 409, 422),
 )
-def create(ctx: ContextDep, body: DeploymentCreate) -> DeploymentOut:
+def create(ctx: ContextDep, request: Request, body: DeploymentCreate) -> DeploymentOut:
+    note_target(request, name=body.model)
     _check_targets(ctx, body.model, body.version, body.canary_version)
     record = ctx.deployments.create(
         body.model,
@@ -83,8 +86,9 @@ def create(ctx: ContextDep, body: DeploymentCreate) -> DeploymentOut:
 
 
 @router.get("", summary="List deployments with what is running")
-def list_deployments(ctx: ContextDep) -> DeploymentList:
-    return DeploymentList(deployments=[_out(ctx, r) for r in ctx.deployments.list()])
+def list_deployments(ctx: ContextDep, principal: PrincipalDep) -> DeploymentList:
+    tenant_id = None if principal.is_admin else principal.tenant_id
+    return DeploymentList(deployments=[_out(ctx, r) for r in ctx.deployments.list(tenant_id)])
 
 
 @router.get(

@@ -21,11 +21,13 @@ log = logging.getLogger("modelbay.api")
 
 _MEANINGS = {
     400: "Malformed request: a bad name, field, tensor or header",
+    401: "No API key, or an unknown, expired or revoked one",
+    403: "The key's role does not allow this",
     404: "Unknown model, version, alias, file or deployment",
     409: "Already exists, or still in use",
     413: "Body or upload over the configured limit",
     422: "Invalid fields, or an unsupported or unsafe model artifact",
-    429: "Queue full: retry after Retry-After seconds",
+    429: "Queue full, rate limit or quota: retry after Retry-After seconds",
     503: "The model cannot serve right now",
     504: "The request's deadline ran out before it could run",
 }
@@ -72,6 +74,8 @@ def install_error_handlers(app: FastAPI) -> None:
         headers = None
         if exc.retry_after is not None:
             headers = {"Retry-After": retry_after_value(exc.retry_after)}
+        if exc.status == 401:
+            headers = {"WWW-Authenticate": 'Bearer realm="modelbay"'}
         return error_response(exc.status, exc.message, headers)
 
     @app.exception_handler(RequestValidationError)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar
@@ -17,11 +18,15 @@ from typing import Any, ParamSpec, TypeVar
 import grpc
 
 from modelbay import __version__
+from modelbay.api.auth import bearer_token
 from modelbay.api.context import AppContext
-from modelbay.errors import ModelbayError
+from modelbay.errors import ModelbayError, Unauthenticated
 from modelbay.protocols.grpc import codec
 from modelbay.protocols.grpc import grpc_predict_v2_pb2 as pb
 from modelbay.protocols.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
+from modelbay.security.guard import Caller
+from modelbay.security.policy import GRPC_RULES
+from modelbay.security.principals import Principal
 from modelbay.tensors import TensorSpec
 
 log = logging.getLogger("modelbay.api.grpc")
@@ -35,6 +40,8 @@ _IN_THREAD_BYTES = 64 * 1024
 
 _STATUS_CODES = {
     400: grpc.StatusCode.INVALID_ARGUMENT,
+    401: grpc.StatusCode.UNAUTHENTICATED,
+    403: grpc.StatusCode.PERMISSION_DENIED,
     404: grpc.StatusCode.NOT_FOUND,
     409: grpc.StatusCode.ALREADY_EXISTS,
     413: grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -62,21 +69,50 @@ def grpc_status(exc: Exception, method: str) -> tuple[grpc.StatusCode, str]:
     return grpc.StatusCode.INTERNAL, f"internal server error (incident {incident})"
 
 
-def _answering_errors(
+def _guarded(
     rpc: Callable[[Servicer, Req, grpc.aio.ServicerContext], Awaitable[Resp]],
 ) -> Callable[[Servicer, Req, grpc.aio.ServicerContext], Coroutine[Any, Any, Resp]]:
-    """Turn any exception of ``rpc`` into the gRPC status ``grpc_status`` chooses."""
+    """Check the RPC's rule in ``policy.GRPC_RULES`` (key from the ``authorization``,
+    ``api-key`` or ``x-api-key`` metadata), then run it; any exception becomes the gRPC
+    status ``grpc_status`` chooses."""
+    rule = GRPC_RULES[rpc.__name__]
 
     @functools.wraps(rpc)
     async def answer(self: Servicer, request: Req, context: grpc.aio.ServicerContext) -> Resp:
+        principal: Principal | None = None
+        started = time.perf_counter()
         try:
+            caller = _caller(context, rpc.__name__)
+            guard = self.ctx.guard
+            metadata = context.invocation_metadata() or ()
+            try:
+                token = bearer_token(
+                    [(k.encode(), v if isinstance(v, bytes) else v.encode()) for k, v in metadata]
+                )
+            except Unauthenticated as exc:
+                await guard.record_refusal(None, exc, caller)
+                raise
+            if token is not None:
+                principal = await guard.authenticate(token, caller)
+                guard.admit(principal)
+            name = getattr(request, rule.param, None) if rule.resource else None
+            await guard.authorize(principal, rule, name, caller)
             return await rpc(self, request, context)
         except Exception as exc:
             code, message = grpc_status(exc, rpc.__name__)
             await context.abort(code, message)
             raise  # abort() raises; this only tells readers nothing falls through
+        finally:
+            if principal is not None:
+                self.ctx.guard.add_seconds(principal, time.perf_counter() - started)
 
     return answer
+
+
+def _caller(context: grpc.aio.ServicerContext, method: str) -> Caller:
+    peer = context.peer() or ""  # "ipv4:127.0.0.1:5555", "ipv6:[::1]:5555"
+    host = peer.split(":", 1)[1].rsplit(":", 1)[0].strip("[]") if ":" in peer else None
+    return Caller(client=host, action=f"grpc {method}", target={"rpc": method})
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
@@ -85,20 +121,20 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     def __init__(self, ctx: AppContext):
         self.ctx = ctx
 
-    @_answering_errors
+    @_guarded
     async def ServerLive(
         self, request: pb.ServerLiveRequest, context: grpc.aio.ServicerContext
     ) -> pb.ServerLiveResponse:
         return pb.ServerLiveResponse(live=True)
 
-    @_answering_errors
+    @_guarded
     async def ServerReady(
         self, request: pb.ServerReadyRequest, context: grpc.aio.ServicerContext
     ) -> pb.ServerReadyResponse:
         await asyncio.to_thread(self.ctx.registry.list_models)  # the registry answers
         return pb.ServerReadyResponse(ready=True)
 
-    @_answering_errors
+    @_guarded
     async def ServerMetadata(
         self, request: pb.ServerMetadataRequest, context: grpc.aio.ServicerContext
     ) -> pb.ServerMetadataResponse:
@@ -106,13 +142,13 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             name="modelbay", version=__version__, extensions=EXTENSIONS
         )
 
-    @_answering_errors
+    @_guarded
     async def ModelMetadata(
         self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelMetadataResponse:
         return await asyncio.to_thread(self._metadata, request.name, request.version or None)
 
-    @_answering_errors
+    @_guarded
     async def ModelReady(
         self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelReadyResponse:
@@ -124,7 +160,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             return pb.ModelReadyResponse(ready=False)
         return pb.ModelReadyResponse(ready=True)
 
-    @_answering_errors
+    @_guarded
     async def ModelInfer(
         self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelInferResponse:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, File, Form, Response, UploadFile, status
+from fastapi import APIRouter, File, Form, Request, Response, UploadFile, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from modelbay.api.audit import note_target
+from modelbay.api.auth import PrincipalDep
 from modelbay.api.context import ContextDep
 from modelbay.api.errors import error_responses
 from modelbay.archives import safe_relative_path
@@ -62,9 +64,21 @@ class AliasList(BaseModel):
     aliases: dict[str, int]
 
 
-@router.get("/models", summary="List models")
-def list_models(ctx: ContextDep) -> ModelList:
-    return ModelList(models=ctx.registry.list_models())
+class ModelAccess(BaseModel):
+    """Who besides the owning tenant may see a model and infer with it."""
+
+    model_config = ConfigDict(strict=True)
+
+    visibility: Literal["private", "public"] = Field(
+        description="public: every tenant may read its metadata and infer"
+    )
+    shared_with: list[str] = Field(default=[], description="Tenants given the same access")
+
+
+@router.get("/models", summary="List the models the caller may see")
+def list_models(ctx: ContextDep, principal: PrincipalDep) -> ModelList:
+    visible_to = None if principal.is_admin else principal.tenant_id
+    return ModelList(models=ctx.registry.list_models(visible_to))
 
 
 @router.post(
@@ -73,10 +87,33 @@ def list_models(ctx: ContextDep) -> ModelList:
     summary="Create a model",
     responses=error_responses(400, 409),
 )
-def create_model(ctx: ContextDep, body: ModelCreate) -> ModelRecord:
-    return ctx.registry.create_model(
-        body.name, description=body.description, task=body.task, labels=body.labels, tags=body.tags
+def create_model(
+    ctx: ContextDep, principal: PrincipalDep, request: Request, body: ModelCreate
+) -> ModelRecord:
+    note_target(request, name=body.name)
+    record = ctx.registry.create_model(
+        body.name,
+        description=body.description,
+        task=body.task,
+        labels=body.labels,
+        tags=body.tags,
+        tenant_id=principal.tenant_id,
     )
+    ctx.directory.invalidate(body.name)
+    return record
+
+
+@router.put(
+    "/models/{name}/access",
+    summary="Make a model private or public, and share it with named tenants",
+    responses=error_responses(400, 403, 404),
+)
+def set_access(ctx: ContextDep, name: str, body: ModelAccess) -> ModelRecord:
+    record = ctx.registry.set_access(
+        name, public=body.visibility == "public", shared_with=body.shared_with
+    )
+    ctx.directory.invalidate(name)
+    return record
 
 
 @router.get("/models/{name}", summary="Get a model", responses=error_responses(404))
@@ -121,6 +158,7 @@ def list_versions(ctx: ContextDep, name: str) -> VersionList:
 )
 async def push_version(
     ctx: ContextDep,
+    principal: PrincipalDep,
     name: str,
     files: Annotated[
         list[UploadFile], File(min_length=1, description="Model files; filename = path")
@@ -153,8 +191,12 @@ async def push_version(
         source=_json_object(source, "source"),
         tags={str(k): str(v) for k, v in _json_object(tags, "tags").items()},
         archive=archive,
+        created_by=principal.key_id,
+        tenant_id=principal.tenant_id,
+        own=not principal.is_admin,
     )
     record = await run_in_threadpool(ctx.catalog.push, name, push)
+    ctx.directory.invalidate(name)
     ctx.controller.notify()  # a deployment following "latest" rolls to the new version
     return record
 

@@ -19,10 +19,13 @@ from urllib.parse import unquote
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from modelbay.api.auth import caller_of, principal_of
 from modelbay.api.errors import retry_after_value
 from modelbay.api.headers import SECURITY_HEADERS
 from modelbay.errors import ClientDisconnected, InvalidRequest, ModelbayError, PayloadTooLarge
 from modelbay.protocols import v2
+from modelbay.security.guard import Guard
+from modelbay.security.policy import REST_RULES
 from modelbay.serving import InferenceService, InferResult
 
 log = logging.getLogger("modelbay.api")
@@ -30,6 +33,7 @@ log = logging.getLogger("modelbay.api")
 _INFER_PATH = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?/infer$")
 _HEADER_LENGTH = v2.HEADER_LENGTH.lower().encode()
 _DECODE_IN_THREAD_BYTES = 64 * 1024
+_INFER_RULE = REST_RULES[("POST", "/v2/models/{name}/infer")]
 
 Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
 
@@ -91,9 +95,10 @@ def error_answer(exc: ModelbayError) -> Answer:
 class InferFastPath:
     """ASGI middleware: V2 infer requests are answered here, the rest by ``app``."""
 
-    def __init__(self, app: ASGIApp, inference: InferenceService, max_body: int):
+    def __init__(self, app: ASGIApp, inference: InferenceService, guard: Guard, max_body: int):
         self.app = app
         self.inference = inference
+        self.guard = guard
         self.max_body = max_body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -109,17 +114,18 @@ class InferFastPath:
         for key, value in scope["headers"]:
             if key == _HEADER_LENGTH:
                 header_length = value.decode("latin-1")
+        name, version = unquote(match.group(1)), match.group(2)
         try:
+            await self.guard.authorize(principal_of(scope), _INFER_RULE, name, caller_of(scope))
             body = await self._body(receive)
         except ModelbayError as exc:
             await _send(send, error_answer(exc))
             return
         if body is None:
             return  # the client left while sending
-        name, version = match.groups()
         ref = unquote(version) if version is not None else None
         answer = await answer_infer(
-            self.inference, unquote(name), ref, body, header_length, partial(_disconnect, receive)
+            self.inference, name, ref, body, header_length, partial(_disconnect, receive)
         )
         if answer[0] != ClientDisconnected.status:
             await _send(send, answer)

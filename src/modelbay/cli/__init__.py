@@ -1,4 +1,4 @@
-"""The ``modelbay`` command line: ``serve``/``demo``, ``models ...``, ``predict``, deployments."""
+"""The ``modelbay`` command line: ``serve``/``demo``, models, ``predict``, deployments, access."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from modelbay.cli import admin, audit, deployments, models, predict
+from modelbay.cli import admin, audit, deployments, keys, models, predict, tenants, usage
 from modelbay.cli._session import Connection
 from modelbay.cli.server import register as register_server
 from modelbay.client import DEFAULT_URL
@@ -49,6 +49,9 @@ app.add_typer(admin.app, name="admin")
 app.add_typer(audit.app, name="audit")
 predict.register(app)
 deployments.register(app)
+app.add_typer(tenants.app, name="tenants")
+keys.register(app)
+usage.register(app)
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""Rich renderings of the server's records: models, versions, files, signatures, deployments."""
+"""Rich renderings of the server's records: models, versions, deployments, tenants, keys."""
 
 from __future__ import annotations
 
@@ -40,6 +40,8 @@ def model_grid(model: Record) -> Table:
         "labels": ", ".join(model.get("labels") or []) or "-",
         "tags": ", ".join(f"{k}={v}" for k, v in tags.items()) or "-",
         "aliases": aliases_text(model.get("aliases") or {}),
+        "tenant": model.get("tenant") or "-",
+        "access": access_text(model),
         "created": when(model.get("created_at")),
         "updated": when(model.get("updated_at")),
     }
@@ -94,6 +96,13 @@ def version_heading(version: Record) -> Text:
     if aliases:
         text.append(f"  aliases {', '.join(aliases)}", style="cyan")
     return text
+
+
+def access_text(model: Record) -> str:
+    """``public`` or ``private``, and the tenants the model is shared with."""
+    shared = model.get("shared_with") or []
+    visibility = str(model.get("visibility") or "private")
+    return f"{visibility}, shared with {', '.join(shared)}" if shared else visibility
 
 
 def aliases_text(aliases: Mapping[str, Any]) -> str:
@@ -201,3 +210,114 @@ def state_text(status: Record) -> Text:
     if status.get("error"):
         text.append(f": {status['error']}", style="red")
     return text
+
+
+def tenants_table(tenants: Sequence[Record]) -> Table:
+    """One row per tenant: name, rate limit, daily quota, creation."""
+    table = Table("name", "rate limit", "daily quota", "created", title="tenants")
+    for tenant in tenants:
+        table.add_row(
+            Text(str(tenant["name"]), style="bold"),
+            rate_text(tenant.get("rate_limit_rps")),
+            quota_text(tenant.get("daily_quota")),
+            when(tenant.get("created_at")),
+        )
+    return table
+
+
+def keys_table(keys: Sequence[Record]) -> Table:
+    """One row per API key: id, name, tenant, role, status, expiry, limits, creation."""
+    table = Table("key id", "name", "tenant", "role", "status", "expires", title="keys")
+    for column in ("rate limit", "quota", "created"):
+        table.add_column(column)
+    for key in keys:
+        table.add_row(
+            Text(str(key["key_id"]), style="bold"),
+            Text(str(key["name"])),
+            str(key["tenant"]),
+            str(key["role"]),
+            status_text(key),
+            expiry_text(key),
+            rate_text(key.get("rate_limit_rps")),
+            quota_text(key.get("daily_quota")),
+            when(key.get("created_at")),
+        )
+    return table
+
+
+def key_grid(key: Record) -> Table:
+    """An API key's fields (never its secret) as a two-column grid."""
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    rows: dict[str, str | Text] = {
+        "key id": str(key["key_id"]),
+        "name": Text(str(key["name"])),
+        "tenant": str(key["tenant"]),
+        "role": str(key["role"]),
+        "scopes": ", ".join(key.get("scopes") or []) or "-",
+        "status": status_text(key),
+        "rate limit": rate_text(key.get("rate_limit_rps")),
+        "daily quota": quota_text(key.get("daily_quota")),
+        "expires": expiry_text(key),
+        "created": f"{when(key.get('created_at'))} by {key.get('created_by') or '-'}",
+    }
+    if key.get("revoked_at"):
+        rows["revoked"] = when(key["revoked_at"])
+    for field, value in rows.items():
+        grid.add_row(field, value)
+    return grid
+
+
+def whoami_grid(identity: Record) -> Table:
+    """The caller's key, tenant, role and scopes as a two-column grid."""
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    grid.add_row("key id", str(identity["key_id"]))
+    grid.add_row("name", Text(str(identity["key_name"])))
+    grid.add_row("tenant", str(identity["tenant"]))
+    grid.add_row("role", str(identity["role"]))
+    grid.add_row("scopes", ", ".join(identity.get("scopes") or []) or "-")
+    return grid
+
+
+def usage_table(usage: Sequence[Record]) -> Table:
+    """One row per key and UTC day: requests and compute seconds, then a totals row."""
+    table = Table("day", "tenant", "key id", title="usage")
+    table.add_column("requests", justify="right")
+    table.add_column("compute s", justify="right")
+    for row in usage:
+        table.add_row(
+            str(row["day"]),
+            str(row["tenant"]),
+            str(row["key_id"]),
+            str(row["requests"]),
+            f"{float(row['compute_seconds']):.3f}",
+        )
+    table.add_section()
+    requests = sum(int(row["requests"]) for row in usage)
+    compute = sum(float(row["compute_seconds"]) for row in usage)
+    table.add_row(Text("total", style="bold"), "", "", str(requests), f"{compute:.3f}")
+    return table
+
+
+def status_text(key: Record) -> Text:
+    """A key's status: active in green, expired in yellow, revoked in red."""
+    status = str(key.get("status") or "active")
+    return Text(status, style={"active": "green", "revoked": "red"}.get(status, "yellow"))
+
+
+def expiry_text(key: Record) -> str:
+    """When a key expires, or ``never``."""
+    return when(key["expires_at"]) if key.get("expires_at") else "never"
+
+
+def rate_text(rps: Any) -> str:
+    """A rate limit as ``N/s``, or ``-`` (unlimited)."""
+    return "-" if rps is None else f"{float(rps):g}/s"
+
+
+def quota_text(quota: Any) -> str:
+    """A daily quota as ``N/day``, or ``-`` (unlimited)."""
+    return "-" if quota is None else f"{int(quota)}/day"

@@ -1,4 +1,4 @@
-"""``modelbay models ...``: push, list, show, remove, alias and pull model versions."""
+"""``modelbay models ...``: push, list, show, remove, alias, pull and share model versions."""
 
 from __future__ import annotations
 
@@ -32,7 +32,9 @@ from modelbay.cli._session import (
 )
 from modelbay.client import ModelRef, ProgressCallback
 
-app = typer.Typer(help="Manage models, versions and aliases.", no_args_is_help=True)
+app = typer.Typer(
+    help="Manage models, versions, aliases and who may use them.", no_args_is_help=True
+)
 
 RefArg = Annotated[ModelRef, typer.Argument(parser=parse_ref, metavar=REF_METAVAR)]
 
@@ -183,6 +185,34 @@ def pull(
     console.print(f"pulled {ref}: {len(paths)} file(s), {decimal(size)}, into {output}")
     for path in paths:
         console.print(Text(f"  {path}"))
+
+
+@app.command()
+def access(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Model name")],
+    public: Annotated[
+        bool | None,
+        typer.Option(
+            "--public/--private",
+            help="public: every tenant may see it and infer; private: only its tenant",
+        ),
+    ] = None,
+    share: Annotated[
+        list[str] | None,
+        typer.Option(metavar="TENANT", help="Also let this tenant see it and infer, repeatable"),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Make a model public or private and set the tenants it is shared with (replacing them)."""
+    if public is None:
+        raise typer.BadParameter("give --public or --private")
+    with connect(ctx) as client:
+        record = client.set_model_access(name, "public" if public else "private", share or [])
+    if as_json:
+        echo_json(record)
+        return
+    console.print(f"model {name}: {render.access_text(record)}")
 
 
 @contextmanager

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import shlex
+import sys
+import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -14,6 +19,8 @@ if TYPE_CHECKING:
     from pydantic_core import ErrorDetails
 
 console = Console(stderr=True)
+STARTUP_FAILURE = 3
+"""uvicorn's exit status when the server could not start."""
 
 HostOpt = Annotated[str | None, typer.Option(help="Interface to bind [env MODELBAY_HOST]")]
 PortOpt = Annotated[int | None, typer.Option(help="HTTP port [env MODELBAY_PORT]")]
@@ -112,6 +119,7 @@ def _run(settings: Any, *, demo: bool) -> None:
     )
     logging.getLogger("alembic").setLevel(logging.WARNING)
     app = create_app(settings)
+    tour = None
     if demo:
         from modelbay.demo import install_demo_deployment, install_demo_models
 
@@ -122,9 +130,9 @@ def _run(settings: Any, *, demo: bool) -> None:
         if install_demo_deployment(app.state.ctx.deployments):
             console.print("[green]deployed[/] digits-cnn-onnx@production (batching, 1-2 replicas)")
         scheme = "https" if settings.tls_cert_file else "http"
-        _print_tour(f"{scheme}://{settings.host}:{settings.port}")
+        tour = _tour(f"{scheme}://{settings.host}:{settings.port}", settings)
     # uvicorn's default context accepts TLS 1.2 and newer only; its banner then says https://.
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
@@ -133,21 +141,59 @@ def _run(settings: Any, *, demo: bool) -> None:
         log_level=settings.log_level,
         access_log=settings.log_level == "debug",
     )
+    server = uvicorn.Server(config)
+    if tour is not None:
+        threading.Thread(target=_print_when_up, args=(server, tour), daemon=True).start()
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run()
+    if not server.started:
+        sys.exit(STARTUP_FAILURE)
 
 
-def _print_tour(url: str) -> None:
-    tour = f"""
-[bold]modelbay is starting on {url}[/]  (Ctrl-C stops it)
+def _print_when_up(server: Any, text: str) -> None:
+    """Print ``text`` once ``server`` (a ``uvicorn.Server``) accepts connections."""
+    while not server.started:
+        if server.should_exit:
+            return
+        time.sleep(0.1)
+    console.print(text, soft_wrap=True, highlight=False)
 
+
+def _tour(url: str, settings: Any) -> str:
+    """What to try once the demo is up, starting with the admin key to send."""
+    from rich.markup import escape
+
+    from modelbay.security.authn import ADMIN_KEY_FILE
+
+    key_file = settings.data_dir / ADMIN_KEY_FILE
+    needs = "Every call but the health checks needs an API key"
+    if settings.admin_key is not None:
+        where = f"{needs}; the admin key is MODELBAY_ADMIN_KEY."
+        export = 'export MODELBAY_API_KEY="$MODELBAY_ADMIN_KEY"'
+    elif key_file.exists():
+        where = f"{needs}; the admin key is in {key_file}:"
+        export = f"export MODELBAY_API_KEY=$(cat {shlex.quote(str(key_file))})"
+    else:
+        where = (
+            f"{needs}. This data directory's admin key was shown when it was created, and\n"
+            f"{key_file} is gone: restart with MODELBAY_ADMIN_KEY=<a secret of 16 or more\n"
+            "characters> and send that secret."
+        )
+        export = "export MODELBAY_API_KEY=<the admin key>"
+    auth = '-H "Authorization: Bearer $MODELBAY_API_KEY"'
+    return escape(f"""
+modelbay is up on {url}  (Ctrl-C stops it)
+
+{where}
 Try, from another terminal in this directory:
-  curl -s {url}/v2/models/digits-logreg/infer -H 'Content-Type: application/json' \\
-       -d @examples/digit-3.json
+  {export}
+  curl -s {url}/v2/models/digits-logreg/infer {auth} \\
+       -H 'Content-Type: application/json' -d @examples/digit-3.json
   .venv/bin/modelbay models list
   .venv/bin/modelbay predict digits-cnn@production --input examples/digit-3-image.json
   .venv/bin/modelbay models show digits-cnn
   .venv/bin/modelbay deployments list
-  curl -s {url}/metrics | grep modelbay_batch_size
+  curl -s {url}/metrics {auth} | grep modelbay_batch_size
 
 API docs: {url}/docs
-"""
-    console.print(tour, soft_wrap=True, highlight=False)
+""")

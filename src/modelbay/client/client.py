@@ -17,6 +17,7 @@ import httpx
 import numpy as np
 
 from modelbay import __version__
+from modelbay.client.access import AccessCalls
 from modelbay.client.deployments import WAIT_TIMEOUT_S, DeploymentCalls
 from modelbay.client.errors import ApiError, raise_for_status
 from modelbay.client.uploads import ProgressCallback, ProgressReader, UploadProgress, collect_files
@@ -31,7 +32,7 @@ SignatureSource = Mapping[str, Any] | Signature | str | os.PathLike[str]
 """A signature as a mapping, a ``Signature``, or the path of a JSON file holding one."""
 
 
-class Client:
+class Client(AccessCalls):
     """Talks to one modelbay server; returns the server's JSON as dicts, tensors as arrays.
 
     ``url`` defaults to ``$MODELBAY_URL`` (else http://127.0.0.1:8080) and ``api_key`` to

@@ -60,11 +60,13 @@ class DeploymentStore:
                 param="model",
             ) from None
 
-    def list(self) -> list[DeploymentRecord]:
+    def list(self, tenant_id: int | None = None) -> list[DeploymentRecord]:
+        """Every deployment, or those of models tenant ``tenant_id`` owns."""
         with self._sessions.begin() as s:
-            return [
-                _record(r) for r in s.scalars(select(DeploymentRow).order_by(DeploymentRow.name))
-            ]
+            query = select(DeploymentRow).order_by(DeploymentRow.name)
+            if tenant_id is not None:
+                query = query.join(ModelRow).where(ModelRow.tenant_id == tenant_id)
+            return [_record(r) for r in s.scalars(query)]
 
     def get(self, name: str) -> DeploymentRecord:
         with self._sessions.begin() as s:

@@ -29,6 +29,9 @@ class ModelRecord(BaseModel):
     tags: dict[str, str]
     latest_version: int | None
     aliases: dict[str, int]
+    tenant: str
+    visibility: str = Field(description="private, or public: any tenant may infer")
+    shared_with: list[str] = Field(description="Other tenants that may see it and infer")
     created_at: datetime
     updated_at: datetime
 

@@ -14,10 +14,13 @@ from sqlalchemy.orm import Session, selectinload, sessionmaker
 from modelbay.errors import Conflict, InvalidRequest, NotFound
 from modelbay.registry.records import FileEntry, ModelRecord, NewVersion, VersionRecord
 from modelbay.registry.tables import (
+    DEFAULT_TENANT_ID,
     AliasRow,
     DeploymentRow,
     FileRow,
     ModelRow,
+    ModelShareRow,
+    TenantRow,
     VersionRow,
     as_utc,
     utcnow,
@@ -70,23 +73,56 @@ class Registry:
         task: str | None = None,
         labels: list[str] | None = None,
         tags: dict[str, str] | None = None,
+        tenant_id: int = DEFAULT_TENANT_ID,
     ) -> ModelRecord:
         check_model_name(name)
         try:
             with self._session() as s:
                 row = ModelRow(
-                    name=name, description=description, task=task, labels=labels, tags=tags or {}
+                    name=name,
+                    description=description,
+                    task=task,
+                    labels=labels,
+                    tags=tags or {},
+                    tenant_id=tenant_id,
                 )
                 s.add(row)
                 s.flush()
+                s.refresh(row)
                 return _model_record(row)
         except IntegrityError:
             raise Conflict(f"model '{name}' already exists", param="name") from None
 
-    def list_models(self) -> list[ModelRecord]:
+    def list_models(self, visible_to: int | None = None) -> list[ModelRecord]:
+        """Every model, or those tenant ``visible_to`` owns or was given (shared, public)."""
         with self._session() as s:
-            rows = s.scalars(select(ModelRow).options(*_model_loads()).order_by(ModelRow.name))
-            return [_model_record(r) for r in rows]
+            query = select(ModelRow).options(*_model_loads()).order_by(ModelRow.name)
+            if visible_to is not None:
+                shared = select(ModelShareRow.model_id).where(ModelShareRow.tenant_id == visible_to)
+                query = query.where(
+                    or_(
+                        ModelRow.tenant_id == visible_to,
+                        ModelRow.visibility == "public",
+                        ModelRow.id.in_(shared),
+                    )
+                )
+            return [_model_record(r) for r in s.scalars(query)]
+
+    def set_access(self, name: str, *, public: bool, shared_with: list[str]) -> ModelRecord:
+        """Make a model public or private, and share it with exactly these tenants."""
+        with self._session() as s:
+            row = _model_row(s, name)
+            tenants = []
+            for tenant in dict.fromkeys(shared_with):
+                found = s.scalar(select(TenantRow).where(TenantRow.name == tenant))
+                if found is None:
+                    raise NotFound(f"tenant '{tenant}' not found", param="shared_with")
+                tenants.append(found)
+            row.visibility = "public" if public else "private"
+            row.shares = [ModelShareRow(tenant=t) for t in tenants if t.id != row.tenant_id]
+            s.flush()
+            s.refresh(row)
+            return _model_record(row)
 
     def get_model(self, name: str) -> ModelRecord:
         with self._session() as s:
@@ -112,17 +148,24 @@ class Registry:
 
     # versions
 
-    def add_version(self, name: str, new: NewVersion) -> VersionRecord:
-        """Record a new version numbered one past the highest; creates the model if needed."""
+    def add_version(
+        self, name: str, new: NewVersion, *, tenant_id: int = DEFAULT_TENANT_ID, own: bool = False
+    ) -> VersionRecord:
+        """Record a new version numbered one past the highest; creates the model in
+        ``tenant_id`` if needed. With ``own`` the model must belong to that tenant."""
         check_model_name(name)
         for _ in range(5):
             try:
                 with self._session() as s:
                     model = s.scalar(select(ModelRow).where(ModelRow.name == name))
                     if model is None:
-                        model = ModelRow(name=name, description="", tags={})
+                        model = ModelRow(name=name, description="", tags={}, tenant_id=tenant_id)
                         s.add(model)
                         s.flush()
+                    elif own and model.tenant_id != tenant_id:
+                        raise Conflict(
+                            f"the name '{name}' is taken; model names are global", param="name"
+                        )
                     number = (
                         s.scalar(
                             select(func.max(VersionRow.number)).where(
@@ -234,6 +277,8 @@ def parse_ref(ref: str | int) -> str | int:
 
 def _model_loads() -> list[Any]:
     return [
+        selectinload(ModelRow.tenant),
+        selectinload(ModelRow.shares).selectinload(ModelShareRow.tenant),
         selectinload(ModelRow.versions).selectinload(VersionRow.files),
         selectinload(ModelRow.aliases).selectinload(AliasRow.version),
     ]
@@ -291,6 +336,9 @@ def _model_record(row: ModelRow) -> ModelRecord:
         tags=row.tags or {},
         latest_version=row.versions[-1].number if row.versions else None,
         aliases={a.name: a.version.number for a in row.aliases},
+        tenant=row.tenant.name,
+        visibility=row.visibility,
+        shared_with=sorted(share.tenant.name for share in row.shares),
         created_at=as_utc(row.created_at),
         updated_at=as_utc(row.updated_at),
     )

@@ -9,6 +9,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     DateTime,
+    Float,
     ForeignKey,
     Integer,
     String,
@@ -31,11 +32,80 @@ class Base(DeclarativeBase):
     pass
 
 
+DEFAULT_TENANT_ID = 1
+"""The tenant created by the first migration; it owns models registered before tenancy."""
+
+
+class TenantRow(Base):
+    """An organization: it owns models and deployments, and its keys act for it."""
+
+    __tablename__ = "tenants"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    rate_limit_rps: Mapped[float | None] = mapped_column(Float, nullable=True)
+    daily_quota: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ApiKeyRow(Base):
+    """An API key: only the sha256 of its secret is stored; ``key_id`` is its public name."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(32), unique=True)
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(128))
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
+    role: Mapped[str] = mapped_column(String(16))
+    scopes: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    rate_limit_rps: Mapped[float | None] = mapped_column(Float, nullable=True)
+    daily_quota: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_by: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    tenant: Mapped[TenantRow] = relationship()
+
+
+class UsageRow(Base):
+    """Requests and compute seconds of one key on one UTC day."""
+
+    __tablename__ = "usage"
+    __table_args__ = (UniqueConstraint("day", "key_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    day: Mapped[str] = mapped_column(String(10), index=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
+    key_id: Mapped[str] = mapped_column(String(32))
+    requests: Mapped[int] = mapped_column(BigInteger, default=0)
+    compute_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class ModelShareRow(Base):
+    """A tenant other than the owner that may see and call a model."""
+
+    __tablename__ = "model_shares"
+    __table_args__ = (UniqueConstraint("model_id", "tenant_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), index=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+
+    tenant: Mapped[TenantRow] = relationship()
+
+
 class ModelRow(Base):
     __tablename__ = "models"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(128), unique=True)
+    tenant_id: Mapped[int] = mapped_column(
+        ForeignKey("tenants.id"), index=True, default=DEFAULT_TENANT_ID
+    )
+    visibility: Mapped[str] = mapped_column(String(16), default="private")
     description: Mapped[str] = mapped_column(Text, default="")
     task: Mapped[str | None] = mapped_column(String(64), nullable=True)
     labels: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
@@ -51,6 +121,8 @@ class ModelRow(Base):
     aliases: Mapped[list[AliasRow]] = relationship(
         back_populates="model", cascade="all, delete-orphan", order_by="AliasRow.name"
     )
+    tenant: Mapped[TenantRow] = relationship()
+    shares: Mapped[list[ModelShareRow]] = relationship(cascade="all, delete-orphan")
 
 
 class VersionRow(Base):

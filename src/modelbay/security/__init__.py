@@ -1,1 +1,1 @@
-"""Security: the audit trail now; principals, keys, roles and quotas build on it."""
+"""Security: principals, keys, roles, access rules, rate limits, usage and the audit trail."""

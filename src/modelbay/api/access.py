@@ -1,0 +1,229 @@
+"""Tenants, API keys, usage and ``whoami`` under /api/v1 (who may call what: policy.py)."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, status
+from pydantic import BaseModel, ConfigDict, Field
+
+from modelbay.api.audit import note_target
+from modelbay.api.auth import PrincipalDep
+from modelbay.api.context import AppContext, ContextDep
+from modelbay.api.errors import error_responses
+from modelbay.errors import InvalidRequest, NotFound
+from modelbay.registry.tables import utcnow
+from modelbay.security.keys import KeyRecord, TenantRecord
+from modelbay.security.principals import Principal, Role, Scope
+from modelbay.security.usage import UsageRecord
+
+router = APIRouter(prefix="/api/v1", tags=["access"])
+
+_DURATION = re.compile(r"^(\d+)([smhdw])$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_DAY = r"^\d{4}-\d{2}-\d{2}$"
+
+
+class WhoAmI(BaseModel):
+    key_id: str
+    key_name: str
+    tenant: str
+    role: Role
+    scopes: list[Scope]
+
+
+class TenantCreate(BaseModel):
+    name: str = Field(description="1-64 lowercase letters, digits, '_' or '-'")
+    rate_limit_rps: float | None = Field(default=None, gt=0, description="Requests per second")
+    daily_quota: int | None = Field(default=None, ge=1, description="Requests per UTC day")
+
+
+class TenantUpdate(BaseModel):
+    """Limits to change; an omitted field stays, null removes the limit."""
+
+    rate_limit_rps: float | None = Field(default=None, gt=0)
+    daily_quota: int | None = Field(default=None, ge=1)
+
+
+class TenantList(BaseModel):
+    tenants: list[TenantRecord]
+
+
+class KeyCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=128, description="What the key is for")
+    role: Role
+    tenant: str | None = Field(default=None, description="Default: the caller's tenant")
+    scopes: list[Scope] | None = Field(
+        default=None, description="Narrow the role to these scopes; default: all it grants"
+    )
+    rate_limit_rps: float | None = Field(default=None, gt=0, description="Requests per second")
+    daily_quota: int | None = Field(default=None, ge=1, description="Requests per UTC day")
+    expires_in: str | None = Field(
+        default=None, description="Lifetime such as 30m, 12h, 90d or 4w; default: none"
+    )
+
+
+class CreatedKey(KeyRecord):
+    secret: str = Field(description="The API key itself; shown this once, never stored")
+
+
+class KeyList(BaseModel):
+    keys: list[KeyRecord]
+
+
+class UsageList(BaseModel):
+    usage: list[UsageRecord]
+
+
+@router.get("/whoami", summary="The caller's key, tenant and role")
+def whoami(principal: PrincipalDep) -> WhoAmI:
+    return WhoAmI(
+        key_id=principal.key_id,
+        key_name=principal.key_name,
+        tenant=principal.tenant,
+        role=principal.role,
+        scopes=sorted(principal.scopes),
+    )
+
+
+@router.post(
+    "/tenants",
+    status_code=status.HTTP_201_CREATED,
+    summary="Create a tenant (admin)",
+    responses=error_responses(400, 409),
+)
+def create_tenant(ctx: ContextDep, request: Request, body: TenantCreate) -> TenantRecord:
+    note_target(request, tenant=body.name)
+    return ctx.keys.create_tenant(
+        body.name, rate_limit_rps=body.rate_limit_rps, daily_quota=body.daily_quota
+    )
+
+
+@router.get("/tenants", summary="List tenants (admin)")
+def list_tenants(ctx: ContextDep) -> TenantList:
+    return TenantList(tenants=ctx.keys.list_tenants())
+
+
+@router.get("/tenants/{name}", summary="Get a tenant", responses=error_responses(404))
+def get_tenant(ctx: ContextDep, name: str) -> TenantRecord:
+    return ctx.keys.get_tenant(name)
+
+
+@router.patch(
+    "/tenants/{name}", summary="Change a tenant's limits (admin)", responses=error_responses(404)
+)
+def update_tenant(ctx: ContextDep, name: str, body: TenantUpdate) -> TenantRecord:
+    record = ctx.keys.update_tenant(name, **body.model_dump(exclude_unset=True))
+    _limits_changed(ctx)
+    return record
+
+
+@router.post(
+    "/keys",
+    status_code=status.HTTP_201_CREATED,
+    summary="Create an API key; its secret is in this answer only",
+    responses=error_responses(400, 403, 404),
+)
+def create_key(
+    ctx: ContextDep, principal: PrincipalDep, request: Request, body: KeyCreate
+) -> CreatedKey:
+    tenant = body.tenant or principal.tenant
+    note_target(request, tenant=tenant, role=body.role.value)
+    ctx.keys.check_grant(principal, tenant, body.role)
+    record, secret = ctx.keys.create_key(
+        tenant=tenant,
+        role=body.role,
+        name=body.name,
+        scopes=body.scopes,
+        rate_limit_rps=body.rate_limit_rps,
+        daily_quota=body.daily_quota,
+        expires_at=_expiry(body.expires_in),
+        created_by=principal.key_id,
+    )
+    note_target(request, key_id=record.key_id)
+    return CreatedKey(**record.model_dump(), secret=secret)
+
+
+@router.get(
+    "/keys",
+    summary="List API keys (of the caller's tenant; admins: all or one)",
+    responses=error_responses(404),
+)
+def list_keys(
+    ctx: ContextDep,
+    principal: PrincipalDep,
+    tenant: Annotated[str | None, Query(description="Only this tenant's keys")] = None,
+) -> KeyList:
+    return KeyList(keys=ctx.keys.list_keys(_tenant_filter(principal, tenant)))
+
+
+@router.get("/keys/{key_id}", summary="Get an API key", responses=error_responses(404))
+def get_key(ctx: ContextDep, key_id: str) -> KeyRecord:
+    return ctx.keys.get_key(key_id)
+
+
+@router.delete(
+    "/keys/{key_id}",
+    summary="Revoke an API key (at once on this server)",
+    responses=error_responses(403, 404),
+)
+def revoke_key(ctx: ContextDep, principal: PrincipalDep, key_id: str) -> KeyRecord:
+    target = ctx.keys.get_key(key_id)
+    ctx.keys.check_grant(principal, target.tenant, target.role)  # owners cannot touch admins
+    record = ctx.keys.revoke_key(key_id)
+    ctx.guard.authenticator.forget()
+    return record
+
+
+@router.get(
+    "/usage",
+    summary="Requests and compute seconds per key and UTC day",
+    responses=error_responses(404),
+)
+def usage(
+    ctx: ContextDep,
+    principal: PrincipalDep,
+    tenant: Annotated[str | None, Query(description="Only this tenant")] = None,
+    key_id: Annotated[str | None, Query(description="Only this key")] = None,
+    since: Annotated[str | None, Query(pattern=_DAY, description="First day, YYYY-MM-DD")] = None,
+    until: Annotated[str | None, Query(pattern=_DAY, description="Last day, YYYY-MM-DD")] = None,
+) -> UsageList:
+    name = _tenant_filter(principal, tenant)
+    tenant_id = ctx.keys.tenant_id(name) if name is not None else None
+    return UsageList(
+        usage=ctx.guard.meter.report(tenant_id=tenant_id, key_id=key_id, since=since, until=until)
+    )
+
+
+def _tenant_filter(principal: Principal, tenant: str | None) -> str | None:
+    """Admins see every tenant (or the one asked for); others only their own."""
+    if principal.is_admin:
+        return tenant
+    if tenant is not None and tenant != principal.tenant:
+        raise NotFound(f"tenant '{tenant}' not found", param="tenant")
+    return principal.tenant
+
+
+def _expiry(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    match = _DURATION.match(text.strip())
+    if match is None or int(match.group(1)) == 0:
+        raise InvalidRequest(
+            f"invalid expires_in '{text}': use a positive number and a unit s, m, h, d or w, "
+            "e.g. 90d",
+            param="expires_in",
+        )
+    seconds = int(match.group(1)) * _UNIT_S[match.group(2)]
+    if seconds > 10 * 365 * 86400:
+        raise InvalidRequest("expires_in is over ten years", param="expires_in")
+    return utcnow() + timedelta(seconds=seconds)
+
+
+def _limits_changed(ctx: AppContext) -> None:
+    ctx.guard.authenticator.forget()  # principals carry the tenant's limits
+    ctx.guard.limiter.forget()

@@ -1,0 +1,132 @@
+"""The gate every transport calls: authenticate, limit, authorize, count, audit refusals.
+
+REST (middleware and one route dependency) and gRPC (one wrapper around every method)
+hold one ``Guard``; neither decides anything itself. Cached answers cost no thread hop;
+a cache miss reads the database in a worker thread, off the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from modelbay.errors import Forbidden, ModelbayError, Overloaded, Unauthenticated
+from modelbay.security.access import Hidden, ResourceDirectory, Rule, authorize
+from modelbay.security.audit import AuditLog
+from modelbay.security.authn import Authenticator
+from modelbay.security.limits import RateLimiter, Verdict
+from modelbay.security.principals import Principal
+from modelbay.security.usage import UsageMeter, seconds_to_midnight
+
+log = logging.getLogger("modelbay.security")
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Where a request came from, for the audit trail."""
+
+    client: str | None
+    action: str
+    target: dict[str, Any]
+
+
+class RateLimited(Overloaded):
+    """A 429 from a rate limit or quota; ``verdict`` carries the ``X-RateLimit-*`` state."""
+
+    def __init__(self, message: str, verdict: Verdict):
+        super().__init__(message, retry_after=verdict.retry_after)
+        self.verdict = verdict
+
+
+class Guard:
+    """Authentication, rate limits, authorization and usage, for every transport."""
+
+    def __init__(
+        self,
+        authenticator: Authenticator,
+        directory: ResourceDirectory,
+        limiter: RateLimiter,
+        meter: UsageMeter,
+        audit: AuditLog,
+    ):
+        self.authenticator = authenticator
+        self.directory = directory
+        self.limiter = limiter
+        self.meter = meter
+        self.audit = audit
+
+    async def authenticate(self, token: str, caller: Caller) -> Principal:
+        try:
+            hit, principal = self.authenticator.cached(token)
+            if not hit:
+                principal = await asyncio.to_thread(self.authenticator.resolve, token)
+        except Unauthenticated as exc:
+            await self.record_refusal(None, exc, caller)
+            raise
+        assert principal is not None
+        return principal
+
+    def admit(self, p: Principal) -> Verdict:
+        """Take one request from ``p``'s limits and count it, or raise ``RateLimited``."""
+        now = self.meter.now()
+        verdict = self.limiter.admit(p, now, seconds_to_midnight(now), self.meter.used_today)
+        if not verdict.admitted:
+            assert verdict.tightest is not None
+            raise RateLimited(_limit_message(p, verdict), verdict)
+        self.meter.count(p, now)
+        return verdict
+
+    def add_seconds(self, p: Principal, seconds: float) -> None:
+        self.meter.add_seconds(p, self.meter.now(), seconds)
+
+    async def authorize(
+        self, p: Principal | None, rule: Rule, name: str | None, caller: Caller
+    ) -> None:
+        """Raise the refusal ``p`` gets for ``rule`` on ``name``; refusals are audited."""
+        owner = None
+        if rule.resource is not None and name is not None and not rule.public and p is not None:
+            owner = await self._owner(rule, name)
+        try:
+            authorize(p, rule, name, owner)
+        except (Unauthenticated, Forbidden, Hidden) as exc:
+            await self.record_refusal(p, exc, caller)
+            raise
+
+    async def record_refusal(self, p: Principal | None, exc: ModelbayError, caller: Caller) -> None:
+        details = {"reason": exc.message}
+        if p is not None:
+            details["tenant"] = p.tenant
+        try:
+            await asyncio.to_thread(
+                self.audit.append,
+                actor=p.key_id if p is not None else "anonymous",
+                action="auth.denied" if exc.status == 401 else "authz.denied",
+                target=caller.target,
+                result=exc.status,
+                client=caller.client,
+                details=details,
+            )
+        except Exception:
+            log.exception("could not audit a refused %s", caller.action)
+
+    async def _owner(self, rule: Rule, name: str) -> Any:
+        assert rule.resource is not None
+        if rule.resource == "model":
+            hit, owner = self.directory.cached_model(name)
+            if hit:
+                return owner
+        return await asyncio.to_thread(self.directory.owner, rule.resource, name)
+
+
+def _limit_message(p: Principal, verdict: Verdict) -> str:
+    assert verdict.tightest is not None
+    t = verdict.tightest
+    what = {
+        "key": f"key '{p.key_id}' is over its rate limit of {t.limit:g} requests per second",
+        "tenant": f"tenant '{p.tenant}' is over its rate limit of {t.limit:g} requests per second",
+        "key-day": f"key '{p.key_id}' has used its daily quota of {t.limit:g} requests",
+        "tenant-day": f"tenant '{p.tenant}' has used its daily quota of {t.limit:g} requests",
+    }[t.name]
+    return f"{what}; retry after {verdict.retry_after:.1f} s"

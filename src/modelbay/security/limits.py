@@ -1,0 +1,131 @@
+"""Rate limits (token buckets) and daily quotas per key and per tenant, as pure state.
+
+``RateLimiter.admit(principal, now, day, used_today)`` decides one request with the time
+passed in, so it is tested without a clock. A request is admitted only when every limit
+that applies has room, and then it takes from all of them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from modelbay.security.principals import Principal
+
+
+@dataclass
+class TokenBucket:
+    """``rate`` tokens a second, holding at most ``burst``; one request takes one token."""
+
+    rate: float
+    burst: float
+    tokens: float
+    updated: float
+
+    def refill(self, now: float) -> None:
+        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+
+    def wait(self) -> float:
+        """Seconds until one token is there (0 when one is)."""
+        return 0.0 if self.tokens >= 1 else (1 - self.tokens) / self.rate
+
+
+@dataclass(frozen=True)
+class Limit:
+    """One limit's state after a decision, as sent in ``X-RateLimit-*`` headers."""
+
+    name: str
+    limit: float
+    remaining: int
+    reset_s: float
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Admitted or not; ``tightest`` is the refusing limit, or the one with least room."""
+
+    admitted: bool
+    tightest: Limit | None
+    retry_after: float = 0.0
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        if self.tightest is None:
+            return []
+        t = self.tightest
+        limit = f"{t.limit:g}" if not float(t.limit).is_integer() else str(int(t.limit))
+        return [
+            (b"x-ratelimit-limit", limit.encode()),
+            (b"x-ratelimit-remaining", str(t.remaining).encode()),
+            (b"x-ratelimit-reset", str(math.ceil(t.reset_s)).encode()),
+            (b"x-ratelimit-policy", t.name.encode()),
+        ]
+
+
+def burst_of(rate: float) -> float:
+    """A bucket lets through one second's worth at once, and at least one request."""
+    return max(1.0, rate)
+
+
+class RateLimiter:
+    """Buckets per key and per tenant; daily counts come from ``used_today``."""
+
+    def __init__(self) -> None:
+        self._buckets: dict[str, TokenBucket] = {}
+
+    def admit(
+        self,
+        p: Principal,
+        now: float,
+        seconds_to_midnight: float,
+        used_today: Callable[[Principal], tuple[int, int]],
+    ) -> Verdict:
+        """Decide one request of ``p``; ``used_today(p)`` gives (key's, tenant's) count."""
+        buckets = self._applicable_buckets(p, now)
+        limits: list[Limit] = []
+        refusal: tuple[float, Limit] | None = None
+        for name, bucket in buckets:
+            limit = Limit(name, bucket.rate, int(bucket.tokens), bucket.wait())
+            limits.append(limit)
+            if bucket.tokens < 1 and (refusal is None or limit.reset_s > refusal[0]):
+                refusal = (limit.reset_s, limit)
+        if p.daily_quota is not None or p.tenant_daily_quota is not None:
+            key_used, tenant_used = used_today(p)
+            for name, quota, used in (
+                ("key-day", p.daily_quota, key_used),
+                ("tenant-day", p.tenant_daily_quota, tenant_used),
+            ):
+                if quota is None:
+                    continue
+                limit = Limit(name, quota, max(0, quota - used), seconds_to_midnight)
+                limits.append(limit)
+                if used >= quota and (refusal is None or limit.reset_s > refusal[0]):
+                    refusal = (limit.reset_s, limit)
+        if refusal is not None:
+            return Verdict(False, refusal[1], refusal[0])
+        for _, bucket in buckets:
+            bucket.tokens -= 1
+        after = [Limit(t.name, t.limit, max(0, t.remaining - 1), t.reset_s) for t in limits]
+        tightest = min(after, key=lambda t: t.remaining / t.limit) if after else None
+        return Verdict(True, tightest)
+
+    def forget(self) -> None:
+        """Drop every bucket, e.g. after a limit changed (they refill from full)."""
+        self._buckets.clear()
+
+    def _applicable_buckets(self, p: Principal, now: float) -> list[tuple[str, TokenBucket]]:
+        found = []
+        for name, key, rate in (
+            ("key", f"k:{p.key_id}", p.rate_limit_rps),
+            ("tenant", f"t:{p.tenant_id}", p.tenant_rate_limit_rps),
+        ):
+            if rate is None:
+                continue
+            bucket = self._buckets.get(key)
+            if bucket is None or bucket.rate != rate:
+                bucket = TokenBucket(rate, burst_of(rate), burst_of(rate), now)
+                self._buckets[key] = bucket
+            bucket.refill(now)
+            found.append((name, bucket))
+        return found
