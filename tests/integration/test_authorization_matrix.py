@@ -141,6 +141,14 @@ PROBES: list[Probe] = [
     Probe("PATCH", f"/api/v1/tenants/{OWN}", ADMIN_ONLY, lambda: {"json": {}}),
     Probe(
         "POST",
+        f"/api/v1/tenants/{OWN}/accounts",
+        own("owner", 201),
+        lambda: {"json": {"name": f"probe-{next(_victims)}", "kind": "service"}},
+    ),
+    Probe("GET", f"/api/v1/tenants/{OWN}/accounts", own("owner")),
+    Probe("DELETE", f"/api/v1/tenants/{OWN}/accounts/{{victim}}", own("owner"), victim="account"),
+    Probe(
+        "POST",
         "/api/v1/keys",
         own("owner", 201),
         lambda: {"json": {"name": "probe", "role": "viewer", "tenant": OWN}},
@@ -252,6 +260,12 @@ def _victim(w: World, kind: str) -> str:
         _as(w, "POST", f"/api/v1/models/{name}/versions", 201, files=_files(w))
         _as(w, "POST", "/api/v1/deployments", 201, json={"model": name, "min_replicas": 0})
         return name
+    if kind == "account":
+        response = http.post(
+            f"{w.server.url}/api/v1/tenants/{OWN}/accounts", json={"name": name, "kind": "user"}
+        )
+        assert response.status_code == 201, response.text
+        return name
     response = http.post(
         f"{w.server.url}/api/v1/keys", json={"name": name, "role": "viewer", "tenant": OWN}
     )
@@ -361,6 +375,7 @@ def _template(path: str) -> str:
         ("/api/v1/models/{victim}", "/api/v1/models/{name}"),
         ("/api/v1/keys/{victim}", "/api/v1/keys/{key_id}"),
         (f"/api/v1/tenants/{OWN}", "/api/v1/tenants/{name}"),
+        ("/accounts/{victim}", "/accounts/{account}"),
     ]
     for old, new in replacements:
         path = path.replace(old, new)

@@ -213,3 +213,38 @@ def test_model_made_public_or_shared_is_visible_to_another_tenant(
     record = as_json(modelbay(server, "models", "show", model, "--json", key=consumer))
     assert record["model"]["shared_with"] == [other]
     assert modelbay(server, "models", "access", model, key=owner).returncode == 2
+
+
+def test_keys_act_for_an_account_and_disabling_it_revokes_them(server: RunningServer) -> None:
+    tenant = unique("cli-accounts")
+    owner = server.key("owner", tenant)
+    as_owner = {"key": owner}
+    assert "created user account ana@example.org" in ok(
+        modelbay(server, "accounts", "create", "ana@example.org", **as_owner)
+    )
+    ok(modelbay(server, "accounts", "create", "nightly", "--kind", "service", **as_owner))
+    secrets = [
+        SECRET.findall(
+            ok(
+                modelbay(
+                    server,
+                    *("keys", "create", "--role", "consumer", "--name", f"laptop-{i}"),
+                    *("--account", "ana@example.org"),
+                    **as_owner,
+                )
+            )
+        )[0]
+        for i in range(2)
+    ]
+    me = as_json(modelbay(server, "whoami", "--json", key=secrets[0]))
+    assert (me["account"], me["tenant"]) == ("ana@example.org", tenant)
+    listed = ok(modelbay(server, "accounts", "list", **as_owner))
+    assert all(w in line_of(listed, "ana@example.org") for w in ("user", "active", "2"))
+    assert all(w in line_of(listed, "nightly") for w in ("service", "active", "0"))
+
+    ok(modelbay(server, "accounts", "disable", "ana@example.org", **as_owner))
+    for secret in secrets:
+        assert "has been revoked" in refused(modelbay(server, "whoami", key=secret))
+    assert "disabled" in line_of(ok(modelbay(server, "accounts", "list", **as_owner)), "ana@")
+    other = modelbay(server, "accounts", "list", "--tenant", "default", **as_owner)
+    assert "tenant 'default' not found" in refused(other)

@@ -15,6 +15,7 @@ from modelbay.api.context import AppContext, ContextDep
 from modelbay.api.errors import error_responses
 from modelbay.errors import InvalidRequest, NotFound
 from modelbay.registry.tables import utcnow
+from modelbay.security.accounts import AccountKind, AccountRecord
 from modelbay.security.keys import KeyRecord, TenantRecord
 from modelbay.security.principals import Principal, Role, Scope
 from modelbay.security.usage import UsageRecord
@@ -29,6 +30,7 @@ _DAY = r"^\d{4}-\d{2}-\d{2}$"
 class WhoAmI(BaseModel):
     key_id: str
     key_name: str
+    account: str | None
     tenant: str
     role: Role
     scopes: list[Scope]
@@ -57,6 +59,9 @@ class KeyCreate(BaseModel):
     name: str = Field(min_length=1, max_length=128, description="What the key is for")
     role: Role
     tenant: str | None = Field(default=None, description="Default: the caller's tenant")
+    account: str | None = Field(
+        default=None, description="The tenant's user or service account the key acts for"
+    )
     scopes: list[Scope] | None = Field(
         default=None, description="Narrow the role to these scopes; default: all it grants"
     )
@@ -69,6 +74,15 @@ class KeyCreate(BaseModel):
 
 class CreatedKey(KeyRecord):
     secret: str = Field(description="The API key itself; shown this once, never stored")
+
+
+class AccountCreate(BaseModel):
+    name: str = Field(description="A person (e.g. an e-mail address) or a service")
+    kind: AccountKind = AccountKind.USER
+
+
+class AccountList(BaseModel):
+    accounts: list[AccountRecord]
 
 
 class KeyList(BaseModel):
@@ -84,6 +98,7 @@ def whoami(principal: PrincipalDep) -> WhoAmI:
     return WhoAmI(
         key_id=principal.key_id,
         key_name=principal.key_name,
+        account=principal.account,
         tenant=principal.tenant,
         role=principal.role,
         scopes=sorted(principal.scopes),
@@ -123,6 +138,41 @@ def update_tenant(ctx: ContextDep, name: str, body: TenantUpdate) -> TenantRecor
 
 
 @router.post(
+    "/tenants/{name}/accounts",
+    status_code=status.HTTP_201_CREATED,
+    summary="Create a user or service account in a tenant",
+    responses=error_responses(400, 404, 409),
+)
+def create_account(
+    ctx: ContextDep, request: Request, name: str, body: AccountCreate
+) -> AccountRecord:
+    note_target(request, account=body.name)
+    return ctx.accounts.create(name, body.name, body.kind)
+
+
+@router.get(
+    "/tenants/{name}/accounts",
+    summary="List a tenant's users and service accounts",
+    responses=error_responses(404),
+)
+def list_accounts(ctx: ContextDep, name: str) -> AccountList:
+    return AccountList(accounts=ctx.accounts.list(name))
+
+
+@router.delete(
+    "/tenants/{name}/accounts/{account}",
+    summary="Disable an account and revoke all its keys",
+    responses=error_responses(403, 404),
+)
+def disable_account(
+    ctx: ContextDep, principal: PrincipalDep, name: str, account: str
+) -> AccountRecord:
+    record = ctx.accounts.disable(name, account, by=principal)
+    ctx.guard.authenticator.forget()
+    return record
+
+
+@router.post(
     "/keys",
     status_code=status.HTTP_201_CREATED,
     summary="Create an API key; its secret is in this answer only",
@@ -143,6 +193,7 @@ def create_key(
         daily_quota=body.daily_quota,
         expires_at=_expiry(body.expires_in),
         created_by=principal.key_id,
+        account=body.account,
     )
     note_target(request, key_id=record.key_id)
     return CreatedKey(**record.model_dump(), secret=secret)

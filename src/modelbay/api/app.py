@@ -33,6 +33,7 @@ from modelbay.api.v2_infer import InferFastPath
 from modelbay.catalog import Catalog
 from modelbay.registry import DeploymentStore, Registry, make_engine, migrate
 from modelbay.security.access import ResourceDirectory
+from modelbay.security.accounts import AccountStore
 from modelbay.security.audit import AuditLog
 from modelbay.security.authn import Authenticator, bootstrap_admin
 from modelbay.security.guard import Guard
@@ -99,7 +100,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     inference = InferenceService(served, pool, controller, metrics)
     ctx = AppContext(
-        settings, registry, catalog, served, inference, deployments, controller, audit, keys, guard
+        settings,
+        registry,
+        catalog,
+        served,
+        inference,
+        deployments,
+        controller,
+        audit,
+        keys,
+        AccountStore(engine),
+        guard,
     )
     rules = rest_rules(public_metrics=settings.public_metrics)
 

@@ -10,6 +10,7 @@ from fastapi import Depends, Request
 from modelbay.catalog import Catalog
 from modelbay.registry import DeploymentStore, Registry
 from modelbay.security.access import ResourceDirectory
+from modelbay.security.accounts import AccountStore
 from modelbay.security.audit import AuditLog
 from modelbay.security.guard import Guard
 from modelbay.security.keys import KeyStore
@@ -31,6 +32,7 @@ class AppContext:
     controller: DeploymentController
     audit: AuditLog
     keys: KeyStore
+    accounts: AccountStore
     guard: Guard
 
     @property

@@ -7,7 +7,17 @@ from typing import Annotated
 
 import typer
 
-from modelbay.cli import admin, audit, deployments, keys, models, predict, tenants, usage
+from modelbay.cli import (
+    accounts,
+    admin,
+    audit,
+    deployments,
+    keys,
+    models,
+    predict,
+    tenants,
+    usage,
+)
 from modelbay.cli._session import Connection
 from modelbay.cli.server import register as register_server
 from modelbay.client import DEFAULT_URL
@@ -50,6 +60,7 @@ app.add_typer(audit.app, name="audit")
 predict.register(app)
 deployments.register(app)
 app.add_typer(tenants.app, name="tenants")
+app.add_typer(accounts.app, name="accounts")
 keys.register(app)
 usage.register(app)
 

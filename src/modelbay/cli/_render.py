@@ -225,6 +225,20 @@ def tenants_table(tenants: Sequence[Record]) -> Table:
     return table
 
 
+def accounts_table(accounts: Sequence[Record]) -> Table:
+    """One row per account: name, kind, status, active keys, creation."""
+    table = Table("name", "kind", "status", "active keys", "created", title="accounts")
+    for account in accounts:
+        table.add_row(
+            Text(str(account["name"]), style="bold"),
+            str(account["kind"]),
+            Text(str(account["status"]), style="green" if account["status"] == "active" else "red"),
+            str(account["active_keys"]),
+            when(account.get("created_at")),
+        )
+    return table
+
+
 def keys_table(keys: Sequence[Record]) -> Table:
     """One row per API key: id, name, tenant, role, status, expiry, limits, creation."""
     table = Table("key id", "name", "tenant", "role", "status", "expires", title="keys")
@@ -254,6 +268,7 @@ def key_grid(key: Record) -> Table:
         "key id": str(key["key_id"]),
         "name": Text(str(key["name"])),
         "tenant": str(key["tenant"]),
+        "account": Text(str(key.get("account") or "-")),
         "role": str(key["role"]),
         "scopes": ", ".join(key.get("scopes") or []) or "-",
         "status": status_text(key),
@@ -276,6 +291,7 @@ def whoami_grid(identity: Record) -> Table:
     grid.add_column()
     grid.add_row("key id", str(identity["key_id"]))
     grid.add_row("name", Text(str(identity["key_name"])))
+    grid.add_row("account", Text(str(identity.get("account") or "-")))
     grid.add_row("tenant", str(identity["tenant"]))
     grid.add_row("role", str(identity["role"]))
     grid.add_row("scopes", ", ".join(identity.get("scopes") or []) or "-")

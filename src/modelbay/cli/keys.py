@@ -28,6 +28,9 @@ def create(
     name: Annotated[str, typer.Option("--name", "-n", help="What the key is for")],
     role: Annotated[Role, typer.Option(help="What the key may do")],
     tenant: Annotated[str | None, typer.Option(help="Tenant of the key (default: yours)")] = None,
+    account: Annotated[
+        str | None, typer.Option(help="The tenant's user or service account it acts for")
+    ] = None,
     scope: Annotated[
         list[Scope] | None, typer.Option("--scope", help="Narrow the role to this, repeatable")
     ] = None,
@@ -53,6 +56,7 @@ def create(
             rate_limit_rps=rate_limit,
             daily_quota=daily_quota,
             expires_in=expires,
+            account=account,
         )
     if as_json:
         echo_json(record)

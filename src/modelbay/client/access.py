@@ -43,6 +43,21 @@ class AccessCalls:
         """Change ``rate_limit_rps`` or ``daily_quota`` (admin); ``None`` removes a limit."""
         return self._json("PATCH", _path("tenants", name), json=limits)
 
+    # -- accounts -------------------------------------------------------------------------
+
+    def create_account(self, tenant: str, name: str, kind: str = "user") -> dict[str, Any]:
+        """Create a user or service (``kind``) account in ``tenant`` for keys to act for."""
+        body = {"name": name, "kind": str(kind)}
+        return self._json("POST", _path("tenants", tenant, "accounts"), json=body)
+
+    def list_accounts(self, tenant: str) -> list[dict[str, Any]]:
+        """The users and service accounts of ``tenant``, with their active key counts."""
+        return _items(self._json("GET", _path("tenants", tenant, "accounts")), "accounts")
+
+    def disable_account(self, tenant: str, name: str) -> dict[str, Any]:
+        """Disable an account and revoke all its keys at once."""
+        return self._json("DELETE", _path("tenants", tenant, "accounts", name))
+
     # -- keys -----------------------------------------------------------------------------
 
     def create_key(
@@ -54,11 +69,13 @@ class AccessCalls:
         rate_limit_rps: float | None = None,
         daily_quota: int | None = None,
         expires_in: str | None = None,
+        account: str | None = None,
     ) -> dict[str, Any]:
         """Create an API key; its record includes ``secret``, which no later call returns.
 
-        ``tenant`` defaults to the caller's, ``scopes`` narrow the role's, and ``expires_in``
-        is a lifetime such as "30m", "12h", "90d" or "4w" (default: never expires).
+        ``tenant`` defaults to the caller's, ``scopes`` narrow the role's, ``expires_in``
+        is a lifetime such as "30m", "12h", "90d" or "4w" (default: never expires), and
+        ``account`` names the tenant's user or service account the key acts for.
         """
         body = _given(
             name=name,
@@ -68,6 +85,7 @@ class AccessCalls:
             rate_limit_rps=rate_limit_rps,
             daily_quota=daily_quota,
             expires_in=expires_in,
+            account=account,
         )
         return self._json("POST", "/api/v1/keys", json=body)
 

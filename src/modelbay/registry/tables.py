@@ -48,6 +48,22 @@ class TenantRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class AccountRow(Base):
+    """A user or service account of a tenant; its API keys act for it."""
+
+    __tablename__ = "accounts"
+    __table_args__ = (UniqueConstraint("tenant_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
+    name: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(16))
+    disabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    tenant: Mapped[TenantRow] = relationship()
+
+
 class ApiKeyRow(Base):
     """An API key: only the sha256 of its secret is stored; ``key_id`` is its public name."""
 
@@ -58,6 +74,9 @@ class ApiKeyRow(Base):
     secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
     name: Mapped[str] = mapped_column(String(128))
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
+    account_id: Mapped[int | None] = mapped_column(
+        ForeignKey("accounts.id"), nullable=True, index=True
+    )
     role: Mapped[str] = mapped_column(String(16))
     scopes: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
     rate_limit_rps: Mapped[float | None] = mapped_column(Float, nullable=True)
@@ -68,6 +87,7 @@ class ApiKeyRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     tenant: Mapped[TenantRow] = relationship()
+    account: Mapped[AccountRow | None] = relationship()
 
 
 class UsageRow(Base):

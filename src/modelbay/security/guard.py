@@ -98,6 +98,8 @@ class Guard:
         details = {"reason": exc.message}
         if p is not None:
             details["tenant"] = p.tenant
+            if p.account is not None:
+                details["account"] = p.account
         try:
             await asyncio.to_thread(
                 self.audit.append,

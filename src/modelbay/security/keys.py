@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from modelbay.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from modelbay.registry.tables import ApiKeyRow, TenantRow, as_utc, utcnow
+from modelbay.security.accounts import account_row
 from modelbay.security.principals import ROLE_SCOPES, Principal, Role, Scope
 from modelbay.security.tokens import hash_secret, key_id_for, new_token
 
@@ -52,6 +53,7 @@ class KeyRecord(BaseModel):
     key_id: str
     name: str
     tenant: str
+    account: str | None
     role: Role
     scopes: list[Scope]
     rate_limit_rps: float | None
@@ -133,8 +135,10 @@ class KeyStore:
         expires_at: datetime | None = None,
         created_by: str | None = None,
         token: str | None = None,
+        account: str | None = None,
     ) -> tuple[KeyRecord, str]:
-        """A new key; returns its record and its secret, which is not kept."""
+        """A new key, of ``account`` (a user or service account of the tenant) if given;
+        returns its record and its secret, which is not kept."""
         if scopes is not None:
             extra = set(scopes) - ROLE_SCOPES[role]
             if extra:
@@ -149,6 +153,9 @@ class KeyStore:
             key_id = key_id_for(token)
         with self._sessions.begin() as s:
             tenant_row = _tenant_row(s, tenant)
+            account_of = account_row(s, tenant_row, account) if account is not None else None
+            if account_of is not None and account_of.disabled_at is not None:
+                raise Conflict(f"account '{account}' is disabled", param="account")
             row = ApiKeyRow(
                 key_id=key_id,
                 secret_hash=hash_secret(token),
@@ -160,6 +167,7 @@ class KeyStore:
                 daily_quota=daily_quota,
                 expires_at=expires_at,
                 created_by=created_by,
+                account=account_of,
             )
             s.add(row)
             s.flush()
@@ -167,7 +175,9 @@ class KeyStore:
 
     def list_keys(self, tenant: str | None = None) -> list[KeyRecord]:
         with self._sessions.begin() as s:
-            query = select(ApiKeyRow).options(selectinload(ApiKeyRow.tenant))
+            query = select(ApiKeyRow).options(
+                selectinload(ApiKeyRow.tenant), selectinload(ApiKeyRow.account)
+            )
             if tenant is not None:
                 query = query.where(ApiKeyRow.tenant_id == _tenant_row(s, tenant).id)
             return [_key_record(r) for r in s.scalars(query.order_by(ApiKeyRow.created_at))]
@@ -295,6 +305,7 @@ def _key_record(row: ApiKeyRow) -> KeyRecord:
         key_id=row.key_id,
         name=row.name,
         tenant=row.tenant.name,
+        account=row.account.name if row.account else None,
         role=Role(row.role),
         scopes=sorted(_scopes(row)),
         rate_limit_rps=row.rate_limit_rps,
@@ -311,6 +322,7 @@ def _principal(row: ApiKeyRow) -> Principal:
     return Principal(
         key_id=row.key_id,
         key_name=row.name,
+        account=row.account.name if row.account else None,
         tenant_id=row.tenant_id,
         tenant=row.tenant.name,
         role=Role(row.role),

@@ -56,6 +56,8 @@ class Principal:
     daily_quota: int | None = None
     tenant_rate_limit_rps: float | None = None
     tenant_daily_quota: int | None = None
+    account: str | None = None
+    """The user or service account the key belongs to, if any."""
 
     @property
     def is_admin(self) -> bool:

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from modelbay.client import ApiError, Client
+from modelbay.security.tokens import key_id_for
 
 SECRET = "mb_0123456789ab_" + "x" * 43
 
@@ -114,3 +115,24 @@ def test_refusal_raises_api_error_with_the_servers_message() -> None:
         server.client().create_key("boss", "admin")
     assert info.value.status == 403
     assert "cannot create admin keys" in info.value.message
+
+
+def test_a_secret_of_another_form_is_revoked_by_its_derived_id_never_sent() -> None:
+    server = Recorder({"status": "revoked"})
+    server.client().revoke_key("an-operator-chosen-admin-key")
+    path = server.last.url.path
+    assert path == f"/api/v1/keys/{key_id_for('an-operator-chosen-admin-key')}"
+    assert "operator" not in str(server.last.url)
+
+
+def test_account_calls_address_the_tenants_accounts() -> None:
+    server = Recorder({"name": "ana", "kind": "user"}, status=201)
+    client = server.client()
+    client.create_account("acme", "ana", "user")
+    assert (server.last.method, server.last.url.path) == ("POST", "/api/v1/tenants/acme/accounts")
+    assert server.body() == {"name": "ana", "kind": "user"}
+    client.disable_account("acme", "ana@x.org")
+    assert (server.last.method, server.last.url.path) == (
+        "DELETE",
+        "/api/v1/tenants/acme/accounts/ana@x.org",
+    )

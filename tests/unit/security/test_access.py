@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine
 
 from modelbay.errors import Conflict, Forbidden, NotFound, Unauthenticated
-from modelbay.registry import NewVersion, Registry, make_engine, migrate
+from modelbay.registry import NewVersion, Registry
 from modelbay.security.access import (
     PUBLIC,
     Hidden,
@@ -119,13 +118,6 @@ def test_deployments_of_shared_models_stay_invisible() -> None:
     rule = Rule(Scope.READ, resource="deployment")
     with pytest.raises(Hidden, match="deployment 'd' not found"):
         authorize(who(Role.OWNER, OTHER), rule, "d", Ownership(ACME, public=True))
-
-
-@pytest.fixture
-def engine(tmp_path: Path) -> Engine:
-    engine = make_engine(f"sqlite:///{tmp_path}/registry.db")
-    migrate(engine)
-    return engine
 
 
 def test_directory_and_registry_agree_on_ownership_and_visibility(engine: Engine) -> None:

@@ -11,19 +11,11 @@ import pytest
 from sqlalchemy import Engine, select
 
 from modelbay.errors import Conflict, Forbidden, InvalidRequest, NotFound, Unauthenticated
-from modelbay.registry import make_engine, migrate
 from modelbay.registry.tables import ApiKeyRow, utcnow
 from modelbay.security.authn import ADMIN_KEY_FILE, Authenticator, bootstrap_admin
 from modelbay.security.keys import KeyStore
 from modelbay.security.principals import Role, Scope
 from modelbay.security.tokens import hash_secret, key_id_of
-
-
-@pytest.fixture
-def engine(tmp_path: Path) -> Engine:
-    engine = make_engine(f"sqlite:///{tmp_path}/registry.db")
-    migrate(engine)
-    return engine
 
 
 @pytest.fixture

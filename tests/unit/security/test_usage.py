@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
-from modelbay.registry import make_engine, migrate
 from modelbay.security.keys import KeyStore
 from modelbay.security.principals import ROLE_SCOPES, Principal, Role
 from modelbay.security.usage import UsageMeter, seconds_to_midnight, utc_day
@@ -23,12 +22,9 @@ class Clock:
         return self.now
 
 
-@pytest.fixture
-def engine(tmp_path: Path) -> Engine:
-    engine = make_engine(f"sqlite:///{tmp_path}/registry.db")
-    migrate(engine)
+@pytest.fixture(autouse=True)
+def _acme(engine: Engine) -> None:
     KeyStore(engine).create_tenant("acme")
-    return engine
 
 
 def principal(key_id: str = "mb_00000000000a") -> Principal:
