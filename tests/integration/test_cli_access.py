@@ -206,10 +206,8 @@ def test_model_made_public_or_shared_is_visible_to_another_tenant(
     ok(modelbay(server, "models", "access", model, "--private", key=owner))
     assert "not found" in refused(modelbay(server, "models", "show", model, key=consumer))
 
-    shared = ok(
-        modelbay(server, "models", "access", model, "--private", "--share", other, key=owner)
-    )
-    assert f"private, shared with {other}" in shared
+    shared = ok(modelbay(server, "models", "access", model, "--share", other, key=owner))
+    assert f"private, shared with {other}" in shared  # --share alone keeps the visibility
     record = as_json(modelbay(server, "models", "show", model, "--json", key=consumer))
     assert record["model"]["shared_with"] == [other]
     assert modelbay(server, "models", "access", model, key=owner).returncode == 2

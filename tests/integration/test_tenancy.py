@@ -73,6 +73,11 @@ def test_revoked_key_is_refused_at_once(server: RunningServer) -> None:
     response = whoami(server, key)
     assert response.status_code == 401
     assert "revoked" in response.json()["error"]
+    events = http.get(f"{server.url}/api/v1/audit", params={"limit": 50}).json()["events"]
+    assert any(
+        e["action"] == "auth.denied" and e["details"].get("claimed_key_id") == key_id
+        for e in events
+    )
 
 
 def test_expired_key_is_refused(server: RunningServer) -> None:

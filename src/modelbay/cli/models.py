@@ -204,11 +204,16 @@ def access(
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Make a model public or private and set the tenants it is shared with (replacing them)."""
-    if public is None:
-        raise typer.BadParameter("give --public or --private")
+    """Set who besides its tenant may use a model: --share replaces the tenants it is shared
+    with; without --public/--private its visibility stays as it is."""
+    if public is None and share is None:
+        raise typer.BadParameter("give --public, --private or --share TENANT")
     with connect(ctx) as client:
-        record = client.set_model_access(name, "public" if public else "private", share or [])
+        if public is None:
+            visibility = str(client.get_model(name)["visibility"])
+        else:
+            visibility = "public" if public else "private"
+        record = client.set_model_access(name, visibility, share or [])
     if as_json:
         echo_json(record)
         return

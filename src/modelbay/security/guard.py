@@ -18,6 +18,7 @@ from modelbay.security.audit import AuditLog
 from modelbay.security.authn import Authenticator
 from modelbay.security.limits import RateLimiter, Verdict
 from modelbay.security.principals import Principal
+from modelbay.security.tokens import key_id_of
 from modelbay.security.usage import UsageMeter, seconds_to_midnight
 
 log = logging.getLogger("modelbay.security")
@@ -63,7 +64,7 @@ class Guard:
             if not hit:
                 principal = await asyncio.to_thread(self.authenticator.resolve, token)
         except Unauthenticated as exc:
-            await self.record_refusal(None, exc, caller)
+            await self.record_refusal(None, exc, caller, claimed=key_id_of(token))
             raise
         assert principal is not None
         return principal
@@ -94,8 +95,17 @@ class Guard:
             await self.record_refusal(p, exc, caller)
             raise
 
-    async def record_refusal(self, p: Principal | None, exc: ModelbayError, caller: Caller) -> None:
+    async def record_refusal(
+        self,
+        p: Principal | None,
+        exc: ModelbayError,
+        caller: Caller,
+        claimed: str | None = None,
+    ) -> None:
+        """Audit a refusal; ``claimed`` is the key id a refused secret names (maybe forged)."""
         details = {"reason": exc.message}
+        if claimed is not None:
+            details["claimed_key_id"] = claimed
         if p is not None:
             details["tenant"] = p.tenant
             if p.account is not None:
