@@ -19,6 +19,7 @@ import grpc
 import httpx
 import pytest
 from tests.integration import http
+from tests.integration.bearer import grpc_metadata
 from tests.integration.conftest import RunningServer
 from tests.integration.http import ADMIN_KEY
 from tests.integration.models import SKLEARN_INFER_BODY, build_sklearn, sklearn_grpc_request
@@ -330,7 +331,7 @@ def test_every_grpc_method_answers_every_caller_as_the_access_model_says(world: 
     with grpc.insecure_channel(world.server.grpc_url) as channel:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)  # type: ignore[no-untyped-call]
         for (method, (expect, request)), caller in itertools.product(GRPC_PROBES.items(), callers):
-            metadata = (("authorization", f"Bearer {caller.key}"),) if caller.key else ()
+            metadata = grpc_metadata(caller.key) if caller.key else ()
             try:
                 getattr(stub, method)(request, metadata=metadata, timeout=30)
                 got = "ok"

@@ -13,6 +13,7 @@ import grpc
 import httpx
 import pytest
 from tests.integration import http
+from tests.integration.bearer import grpc_metadata
 from tests.integration.conftest import RunningServer, upload
 from tests.integration.models import SKLEARN_INFER_BODY, build_sklearn, sklearn_grpc_request
 
@@ -252,11 +253,9 @@ def test_grpc_takes_keys_from_metadata_and_refuses_as_rest_does(
 
         assert code(()) == grpc.StatusCode.UNAUTHENTICATED
         assert code((("x-api-key", developer),)) == grpc.StatusCode.OK
-        assert code((("authorization", f"Bearer {viewer}"),)) == grpc.StatusCode.PERMISSION_DENIED
-        assert code((("authorization", f"Bearer {limited}"),)) == grpc.StatusCode.OK
-        assert code((("authorization", f"Bearer {limited}"),)) == (
-            grpc.StatusCode.RESOURCE_EXHAUSTED
-        )
+        assert code(grpc_metadata(viewer)) == grpc.StatusCode.PERMISSION_DENIED
+        assert code(grpc_metadata(limited)) == grpc.StatusCode.OK
+        assert code(grpc_metadata(limited)) == (grpc.StatusCode.RESOURCE_EXHAUSTED)
 
 
 @pytest.fixture

@@ -68,7 +68,7 @@ class AccountStore:
         check_account_name(name)
         try:
             with self._sessions.begin() as s:
-                row = AccountRow(tenant=_tenant_row(s, tenant), name=name, kind=kind.value)
+                row = AccountRow(tenant=tenant_row(s, tenant), name=name, kind=kind.value)
                 s.add(row)
                 s.flush()
                 return _record(s, row)
@@ -79,18 +79,16 @@ class AccountStore:
 
     def list(self, tenant: str) -> list[AccountRecord]:
         with self._sessions.begin() as s:
-            tenant_row = _tenant_row(s, tenant)
+            home = tenant_row(s, tenant)
             rows = s.scalars(
-                select(AccountRow)
-                .where(AccountRow.tenant_id == tenant_row.id)
-                .order_by(AccountRow.name)
+                select(AccountRow).where(AccountRow.tenant_id == home.id).order_by(AccountRow.name)
             )
             return [_record(s, r) for r in rows]
 
     def disable(self, tenant: str, name: str, by: Principal) -> AccountRecord:
         """Disable an account and revoke its active keys (only admins touch admin keys)."""
         with self._sessions.begin() as s:
-            row = account_row(s, _tenant_row(s, tenant), name)
+            row = account_row(s, tenant_row(s, tenant), name)
             keys = _active_keys(s, row)
             if any(k.role == Role.ADMIN.value for k in keys) and not by.is_admin:
                 raise Forbidden(
@@ -106,7 +104,8 @@ class AccountStore:
             return _record(s, row)
 
 
-def _tenant_row(s: Session, name: str) -> TenantRow:
+def tenant_row(s: Session, name: str) -> TenantRow:
+    """A tenant by name, or 404."""
     row = s.scalar(select(TenantRow).where(TenantRow.name == name))
     if row is None:
         raise NotFound(f"tenant '{name}' not found", param="tenant")

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from modelbay.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from modelbay.registry.tables import ApiKeyRow, TenantRow, as_utc, utcnow
-from modelbay.security.accounts import account_row
+from modelbay.security.accounts import account_row, tenant_row
 from modelbay.security.principals import ROLE_SCOPES, Principal, Role, Scope
 from modelbay.security.tokens import hash_secret, key_id_for, new_token
 
@@ -107,15 +107,15 @@ class KeyStore:
 
     def get_tenant(self, name: str) -> TenantRecord:
         with self._sessions.begin() as s:
-            return _tenant_record(_tenant_row(s, name))
+            return _tenant_record(tenant_row(s, name))
 
     def tenant_id(self, name: str) -> int:
         with self._sessions.begin() as s:
-            return _tenant_row(s, name).id
+            return tenant_row(s, name).id
 
     def update_tenant(self, name: str, **limits: Any) -> TenantRecord:
         with self._sessions.begin() as s:
-            row = _tenant_row(s, name)
+            row = tenant_row(s, name)
             for field, value in limits.items():
                 setattr(row, field, value)
             s.flush()
@@ -152,15 +152,15 @@ class KeyStore:
         else:
             key_id = key_id_for(token)
         with self._sessions.begin() as s:
-            tenant_row = _tenant_row(s, tenant)
-            account_of = account_row(s, tenant_row, account) if account is not None else None
+            home = tenant_row(s, tenant)
+            account_of = account_row(s, home, account) if account is not None else None
             if account_of is not None and account_of.disabled_at is not None:
                 raise Conflict(f"account '{account}' is disabled", param="account")
             row = ApiKeyRow(
                 key_id=key_id,
                 secret_hash=hash_secret(token),
                 name=name,
-                tenant=tenant_row,
+                tenant=home,
                 role=role.value,
                 scopes=[str(x) for x in scopes] if scopes is not None else None,
                 rate_limit_rps=rate_limit_rps,
@@ -179,7 +179,7 @@ class KeyStore:
                 selectinload(ApiKeyRow.tenant), selectinload(ApiKeyRow.account)
             )
             if tenant is not None:
-                query = query.where(ApiKeyRow.tenant_id == _tenant_row(s, tenant).id)
+                query = query.where(ApiKeyRow.tenant_id == tenant_row(s, tenant).id)
             return [_key_record(r) for r in s.scalars(query.order_by(ApiKeyRow.created_at))]
 
     def get_key(self, key_id: str) -> KeyRecord:
@@ -258,13 +258,6 @@ class KeyStore:
             )
         if not granter.is_admin and tenant != granter.tenant:
             raise NotFound(f"tenant '{tenant}' not found", param="tenant")
-
-
-def _tenant_row(s: Session, name: str) -> TenantRow:
-    row = s.scalar(select(TenantRow).where(TenantRow.name == name))
-    if row is None:
-        raise NotFound(f"tenant '{name}' not found", param="tenant")
-    return row
 
 
 def _key_row(s: Session, key_id: str) -> ApiKeyRow:
