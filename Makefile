@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install demo test lint typecheck unit integration bench clean
+.PHONY: install demo test lint typecheck unit integration fuzz bench clean
 
 install: $(STAMP)
 
@@ -18,8 +18,8 @@ demo: install
 	$(BIN)/modelbay demo
 
 lint: install
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench scripts
+	$(BIN)/ruff format --check src tests bench scripts
 
 typecheck: install
 	$(BIN)/mypy
@@ -33,8 +33,13 @@ integration: install
 test: lint typecheck
 	$(BIN)/pytest
 
+# Explore the API with schemathesis (all phases, a new seed printed first), on SQLite and on
+# PostgreSQL; FUZZ_ARGS="--seed N" replays a run, "--max-time S" bounds each database's run.
+fuzz: install
+	$(BIN)/python scripts/fuzz.py $(FUZZ_ARGS)
+
 bench: install
 	$(BIN)/python bench/serving.py
 
 clean:
-	rm -rf $(VENV) demo-data .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) demo-data .mypy_cache .ruff_cache .pytest_cache .hypothesis .schemathesis fuzz-report

@@ -178,3 +178,14 @@ def fresh_server(tmp_path: Path) -> Iterator[RunningServer]:
     running.start()
     yield running
     running.stop()
+
+
+@pytest.fixture
+def postgres_server(postgres_url: str, tmp_path: Path) -> Iterator[RunningServer]:
+    """A server of the test's own whose registry is the session's PostgreSQL database."""
+    running = RunningServer(
+        tmp_path / "data", tmp_path / "server.log", env={"MODELBAY_DATABASE_URL": postgres_url}
+    )
+    running.start()
+    yield running
+    running.stop()

@@ -78,24 +78,18 @@ def test_corrupted_blob_is_detected_at_load_and_never_served(
 
 
 def test_postgresql_registry_serves_and_survives_a_restart(
-    postgres_url: str, tmp_path: Path
+    postgres_server: RunningServer, tmp_path: Path
 ) -> None:
-    server = RunningServer(
-        tmp_path / "data", tmp_path / "log", env={"MODELBAY_DATABASE_URL": postgres_url}
-    )
-    server.start()
-    try:
-        onnx = build_onnx(tmp_path)
-        server.push("pg-onnx", onnx.path)
-        http.put(
-            f"{server.url}/api/v1/models/pg-onnx/aliases/production", json={"version": 1}
-        ).raise_for_status()
-        server.restart()
-        assert not (server.data_dir / "registry.db").exists()
-        x = iris()[0][:3].astype(np.float32)
-        response = _predict(server, "pg-onnx", "production", x)
-        assert response.status_code == 200, response.text
-        got = np.array(response.json()["outputs"][0]["data"]).reshape(3, 3)
-        np.testing.assert_allclose(got, onnx.reference(x), atol=1e-5)
-    finally:
-        server.stop()
+    server = postgres_server
+    onnx = build_onnx(tmp_path)
+    server.push("pg-onnx", onnx.path)
+    http.put(
+        f"{server.url}/api/v1/models/pg-onnx/aliases/production", json={"version": 1}
+    ).raise_for_status()
+    server.restart()
+    assert not (server.data_dir / "registry.db").exists()
+    x = iris()[0][:3].astype(np.float32)
+    response = _predict(server, "pg-onnx", "production", x)
+    assert response.status_code == 200, response.text
+    got = np.array(response.json()["outputs"][0]["data"]).reshape(3, 3)
+    np.testing.assert_allclose(got, onnx.reference(x), atol=1e-5)

@@ -13,6 +13,16 @@ from modelbay.api.audit import note_target
 from modelbay.api.auth import PrincipalDep
 from modelbay.api.context import AppContext, ContextDep
 from modelbay.api.errors import error_responses
+from modelbay.api.fields import (
+    NAME_LENGTH,
+    TENANT_LENGTH,
+    DailyQuota,
+    Name,
+    RateLimitRps,
+    TenantName,
+    query_text,
+    text,
+)
 from modelbay.errors import InvalidRequest, NotFound
 from modelbay.registry.tables import utcnow
 from modelbay.security.accounts import AccountKind, AccountRecord
@@ -37,16 +47,16 @@ class WhoAmI(BaseModel):
 
 
 class TenantCreate(BaseModel):
-    name: str = Field(description="1-64 lowercase letters, digits, '_' or '-'")
-    rate_limit_rps: float | None = Field(default=None, gt=0, description="Requests per second")
-    daily_quota: int | None = Field(default=None, ge=1, description="Requests per UTC day")
+    name: TenantName = Field(description="1-64 lowercase letters, digits, '_' or '-'")
+    rate_limit_rps: RateLimitRps | None = None
+    daily_quota: DailyQuota | None = None
 
 
 class TenantUpdate(BaseModel):
     """Limits to change; an omitted field stays, null removes the limit."""
 
-    rate_limit_rps: float | None = Field(default=None, gt=0)
-    daily_quota: int | None = Field(default=None, ge=1)
+    rate_limit_rps: RateLimitRps | None = None
+    daily_quota: DailyQuota | None = None
 
 
 class TenantList(BaseModel):
@@ -56,19 +66,20 @@ class TenantList(BaseModel):
 class KeyCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=128, description="What the key is for")
+    name: Name = Field(min_length=1, description="What the key is for")
     role: Role
-    tenant: str | None = Field(default=None, description="Default: the caller's tenant")
-    account: str | None = Field(
+    tenant: TenantName | None = Field(default=None, description="Default: the caller's tenant")
+    account: Name | None = Field(
         default=None, description="The tenant's user or service account the key acts for"
     )
     scopes: list[Scope] | None = Field(
         default=None, description="Narrow the role to these scopes; default: all it grants"
     )
-    rate_limit_rps: float | None = Field(default=None, gt=0, description="Requests per second")
-    daily_quota: int | None = Field(default=None, ge=1, description="Requests per UTC day")
-    expires_in: str | None = Field(
-        default=None, description="Lifetime such as 30m, 12h, 90d or 4w; default: none"
+    rate_limit_rps: RateLimitRps | None = None
+    daily_quota: DailyQuota | None = None
+    expires_in: Annotated[str, text(32)] | None = Field(
+        default=None,
+        description="Lifetime such as 30m, 12h, 90d or 4w, at most ten years; default: none",
     )
 
 
@@ -77,7 +88,7 @@ class CreatedKey(KeyRecord):
 
 
 class AccountCreate(BaseModel):
-    name: str = Field(description="A person (e.g. an e-mail address) or a service")
+    name: Name = Field(description="A person (e.g. an e-mail address) or a service")
     kind: AccountKind = AccountKind.USER
 
 
@@ -129,7 +140,9 @@ def get_tenant(ctx: ContextDep, name: str) -> TenantRecord:
 
 
 @router.patch(
-    "/tenants/{name}", summary="Change a tenant's limits (admin)", responses=error_responses(404)
+    "/tenants/{name}",
+    summary="Change a tenant's limits (admin)",
+    responses=error_responses(400, 404),
 )
 def update_tenant(ctx: ContextDep, name: str, body: TenantUpdate) -> TenantRecord:
     record = ctx.keys.update_tenant(name, **body.model_dump(exclude_unset=True))
@@ -207,7 +220,7 @@ def create_key(
 def list_keys(
     ctx: ContextDep,
     principal: PrincipalDep,
-    tenant: Annotated[str | None, Query(description="Only this tenant's keys")] = None,
+    tenant: Annotated[str | None, query_text(TENANT_LENGTH, "Only this tenant's keys")] = None,
 ) -> KeyList:
     return KeyList(keys=ctx.keys.list_keys(_tenant_filter(principal, tenant)))
 
@@ -238,8 +251,8 @@ def revoke_key(ctx: ContextDep, principal: PrincipalDep, key_id: str) -> KeyReco
 def usage(
     ctx: ContextDep,
     principal: PrincipalDep,
-    tenant: Annotated[str | None, Query(description="Only this tenant")] = None,
-    key_id: Annotated[str | None, Query(description="Only this key")] = None,
+    tenant: Annotated[str | None, query_text(TENANT_LENGTH, "Only this tenant")] = None,
+    key_id: Annotated[str | None, query_text(NAME_LENGTH, "Only this key")] = None,
     since: Annotated[str | None, Query(pattern=_DAY, description="First day, YYYY-MM-DD")] = None,
     until: Annotated[str | None, Query(pattern=_DAY, description="Last day, YYYY-MM-DD")] = None,
 ) -> UsageList:

@@ -21,9 +21,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from modelbay.api.errors import error_responses, retry_after_value
 from modelbay.api.headers import SECURITY_HEADERS
-from modelbay.errors import ModelbayError, Unauthenticated
+from modelbay.errors import ModelbayError, NotFound, Unauthenticated
 from modelbay.security.access import Rule
 from modelbay.security.guard import Caller, Guard, RateLimited
+from modelbay.security.policy import exempt_from_limits
 from modelbay.security.principals import Principal
 
 PRINCIPAL = "modelbay.principal"
@@ -71,19 +72,25 @@ class Gatekeeper:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if "\x00" in scope["path"]:  # no name has one; PostgreSQL would refuse the lookup
+            await _refuse(send, NotFound("not found: no resource name contains a NUL"), [])
+            return
+        if scope["path"] in self.public:
+            # Probes and schema readers: never refused, whatever key they carry or its limits.
+            await self.app(scope, receive, send)
+            return
         keyed = False  # once a key was presented, Guard.authenticate audits its refusal
         try:
             token = bearer_token(scope["headers"])
             if token is None:
-                if scope["path"] in self.public:
-                    await self.app(scope, receive, send)
-                    return
                 raise Unauthenticated(
                     "this route needs an API key: send 'Authorization: Bearer <key>'"
                 )
             keyed = True
             principal = await self.guard.authenticate(token, caller_of(scope))
-            verdict = self.guard.admit(principal)
+            verdict = self.guard.admit(
+                principal, exempt=exempt_from_limits(principal, scope["path"])
+            )
         except RateLimited as exc:
             await _refuse(send, exc, exc.verdict.headers())
             return

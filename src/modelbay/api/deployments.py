@@ -11,6 +11,7 @@ from modelbay.api.audit import note_target
 from modelbay.api.auth import PrincipalDep
 from modelbay.api.context import AppContext, ContextDep
 from modelbay.api.errors import error_responses
+from modelbay.api.fields import Name, Reference
 from modelbay.registry import DeploymentConfig, DeploymentRecord
 
 router = APIRouter(prefix="/api/v1/deployments", tags=["deployments"])
@@ -29,10 +30,10 @@ class ConfigFields(BaseModel):
     queue_capacity: int | None = Field(default=None, ge=1, le=1_000_000)
     request_timeout_ms: float | None = Field(default=None, gt=0, le=3_600_000)
     threads_per_replica: int | None = Field(default=None, ge=1, le=64)
-    target_inflight_per_replica: float | None = Field(default=None, gt=0)
-    scale_up_delay_s: float | None = Field(default=None, ge=0)
-    scale_down_delay_s: float | None = Field(default=None, ge=0)
-    idle_to_zero_s: float | None = Field(default=None, ge=0)
+    target_inflight_per_replica: float | None = Field(default=None, gt=0, le=100_000)
+    scale_up_delay_s: float | None = Field(default=None, ge=0, le=86_400)
+    scale_down_delay_s: float | None = Field(default=None, ge=0, le=86_400)
+    idle_to_zero_s: float | None = Field(default=None, ge=0, le=7 * 86_400)
 
     def config_changes(self) -> dict[str, Any]:
         return self.model_dump(
@@ -43,17 +44,17 @@ class ConfigFields(BaseModel):
 class DeploymentCreate(ConfigFields):
     """Deploy a model: ``version`` is a number, an alias (followed as it moves) or latest."""
 
-    model: str
-    version: str = "latest"
-    canary_version: str | None = None
+    model: Name
+    version: Reference = "latest"
+    canary_version: Reference | None = None
     canary_weight: int = Field(default=0, ge=0, le=100, description="percent to the canary")
 
 
 class DeploymentUpdate(ConfigFields):
     """Change what a deployment serves or how; ``canary_version: ""`` removes the canary."""
 
-    version: str | None = None
-    canary_version: str | None = None
+    version: Reference | None = None
+    canary_version: Reference | None = None
     canary_weight: int | None = Field(default=None, ge=0, le=100)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import uuid
 from typing import Any
 
@@ -16,6 +15,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match, Route
 
 from modelbay.errors import ModelbayError
+from modelbay.security.limits import whole_seconds
 
 log = logging.getLogger("modelbay.api")
 
@@ -59,8 +59,9 @@ def error_response(
 
 
 def retry_after_value(seconds: float) -> str:
-    """``Retry-After`` takes whole seconds; round up so clients never come back too early."""
-    return str(max(1, math.ceil(seconds)))
+    """``Retry-After`` takes whole seconds; round up so clients never come back too early
+    (and at most a day later, whatever ``seconds`` is)."""
+    return str(max(1, whole_seconds(seconds)))
 
 
 def install_error_handlers(app: FastAPI) -> None:

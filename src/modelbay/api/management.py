@@ -15,6 +15,17 @@ from modelbay.api.audit import note_target
 from modelbay.api.auth import PrincipalDep
 from modelbay.api.context import ContextDep
 from modelbay.api.errors import error_responses
+from modelbay.api.fields import (
+    DESCRIPTION_LENGTH,
+    NO_NUL,
+    Description,
+    Labels,
+    Name,
+    Tags,
+    Task,
+    TenantName,
+    VersionNumber,
+)
 from modelbay.archives import safe_relative_path
 from modelbay.catalog import PushRequest
 from modelbay.errors import InvalidRequest, NotFound
@@ -30,20 +41,20 @@ UPLOAD_SUFFIX = "/versions"
 class ModelCreate(BaseModel):
     """Fields of a new model."""
 
-    name: str = Field(description="Unique name: letters, digits, '.', '_', '-'")
-    description: str = ""
-    task: str | None = Field(default=None, description="e.g. classification, regression")
-    labels: list[str] | None = Field(default=None, description="Class names, by index")
-    tags: dict[str, str] = {}
+    name: Name = Field(description="Unique name: letters, digits, '.', '_', '-'")
+    description: Description = ""
+    task: Task | None = Field(default=None, description="e.g. classification, regression")
+    labels: Labels | None = Field(default=None, description="Class names, by index")
+    tags: Tags = {}
 
 
 class ModelUpdate(BaseModel):
     """Fields of a model that can change; omitted fields stay as they are, null clears one."""
 
-    description: str | None = None
-    task: str | None = None
-    labels: list[str] | None = None
-    tags: dict[str, str] | None = None
+    description: Description | None = None
+    task: Task | None = None
+    labels: Labels | None = None
+    tags: Tags | None = None
 
 
 class ModelList(BaseModel):
@@ -57,7 +68,7 @@ class VersionList(BaseModel):
 class AliasTarget(BaseModel):
     model_config = ConfigDict(strict=True)  # `true` is no version number
 
-    version: int = Field(ge=1, description="Version number the alias points to")
+    version: VersionNumber = Field(description="Version number the alias points to")
 
 
 class AliasList(BaseModel):
@@ -72,7 +83,9 @@ class ModelAccess(BaseModel):
     visibility: Literal["private", "public"] = Field(
         description="public: every tenant may read its metadata and infer"
     )
-    shared_with: list[str] = Field(default=[], description="Tenants given the same access")
+    shared_with: list[TenantName] = Field(
+        default=[], max_length=1000, description="Tenants given the same access"
+    )
 
 
 @router.get("/models", summary="List the models the caller may see")
@@ -170,7 +183,7 @@ async def push_version(
         str | None, Form(description="JSON {inputs: [...], outputs: [...]}")
     ] = None,
     entrypoint: Annotated[str | None, Form(description="Which file is the model")] = None,
-    description: Annotated[str, Form()] = "",
+    description: Annotated[str, Form(max_length=DESCRIPTION_LENGTH, pattern=NO_NUL)] = "",
     metadata: Annotated[str | None, Form(description="JSON object")] = None,
     metrics: Annotated[str | None, Form(description="JSON object")] = None,
     source: Annotated[str | None, Form(description="JSON object: lineage")] = None,

@@ -40,9 +40,10 @@ _INFER_BODY = {
                     "type": "object",
                     "required": ["inputs"],
                     "properties": {
-                        "id": {"type": "string"},
+                        # null is read as absent, for id, parameters and outputs alike
+                        "id": {"type": ["string", "null"]},
                         "parameters": {
-                            "type": "object",
+                            "type": ["object", "null"],
                             "properties": {"binary_data_output": {"type": "boolean"}},
                         },
                         "inputs": {
@@ -59,7 +60,7 @@ _INFER_BODY = {
                                         "items": {"type": "integer", "minimum": 0},
                                     },
                                     "parameters": {
-                                        "type": "object",
+                                        "type": ["object", "null"],
                                         "properties": {
                                             "binary_data_size": {"type": "integer", "minimum": 0}
                                         },
@@ -69,7 +70,7 @@ _INFER_BODY = {
                             },
                         },
                         "outputs": {
-                            "type": "array",
+                            "type": ["array", "null"],
                             "items": {
                                 "type": "object",
                                 "required": ["name"],

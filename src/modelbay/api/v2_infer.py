@@ -184,6 +184,6 @@ async def _send(send: Send, answer: Answer) -> None:
 def _header_length(raw: str | None) -> int | None:
     if raw is None:
         return None
-    if not raw.strip().isdigit():
+    if not (raw.strip().isascii() and raw.strip().isdigit()):
         raise InvalidRequest(f"{v2.HEADER_LENGTH} must be a non-negative integer, got '{raw}'")
     return int(raw)

@@ -23,11 +23,78 @@ def gen_key() -> None:
     typer.echo(generate_key())
 
 
+DataDirOpt = Annotated[
+    Path | None, typer.Option(help="Registry and artifact directory (env MODELBAY_DATA_DIR)")
+]
+
+
+@app.command("reset-limits")
+def reset_limits(
+    tenant: Annotated[
+        str | None, typer.Option(help="Remove this tenant's rate limit and daily quota")
+    ] = None,
+    key: Annotated[
+        str | None, typer.Option(help="Remove this key's (mb_...) rate limit and daily quota")
+    ] = None,
+    data_dir: DataDirOpt = None,
+    database_url: Annotated[
+        str | None, typer.Option(help="Registry database URL (env MODELBAY_DATABASE_URL)")
+    ] = None,
+) -> None:
+    """Remove limits that lock a tenant or key out, with the server stopped (audited).
+
+    Any limit can also be changed through the API by an admin key, which limits never
+    refuse on the tenant and key routes; this is for when no admin key is at hand.
+    """
+    from modelbay.errors import ModelbayError
+    from modelbay.registry import make_engine
+    from modelbay.security.audit import AuditLog
+    from modelbay.security.keys import KeyStore
+    from modelbay.settings import Settings
+
+    if tenant is None and key is None:
+        fail("name what to reset: --tenant NAME and/or --key KEY_ID")
+    overrides: dict[str, Any] = {}
+    if data_dir is not None:
+        overrides["data_dir"] = data_dir
+    if database_url is not None:
+        overrides["database_url"] = database_url
+    settings = Settings(**overrides)
+    if settings.database_url is None and not (settings.data_dir / "registry.db").is_file():
+        fail(f"no registry in {settings.data_dir}; pass the server's --data-dir")
+    engine = make_engine(settings.registry_url)
+    keys = KeyStore(engine)
+    audit = AuditLog(engine, head_file=settings.data_dir / "audit.head")
+    try:
+        if tenant is not None:
+            before = keys.get_tenant(tenant)
+            keys.update_tenant(tenant, rate_limit_rps=None, daily_quota=None)
+            _report_reset(audit, "tenant", tenant, before.rate_limit_rps, before.daily_quota)
+        if key is not None:
+            record = keys.get_key(key)
+            keys.clear_key_limits(key)
+            _report_reset(audit, "key", key, record.rate_limit_rps, record.daily_quota)
+    except ModelbayError as exc:
+        fail(exc.message)
+    finally:
+        engine.dispose()
+
+
+def _report_reset(audit: Any, kind: str, name: str, rate: float | None, quota: int | None) -> None:
+    audit.append(
+        actor="cli",
+        action="access.reset_limits",
+        target={kind: name},
+        result=200,
+        details={"rate_limit_rps": rate, "daily_quota": quota},
+    )
+    was = f"rate limit {rate if rate is not None else 'none'}/s, daily quota {quota or 'none'}"
+    console.print(f"{kind} '{name}': limits removed (were {was})")
+
+
 @app.command("rotate-key")
 def rotate_key(
-    data_dir: Annotated[
-        Path | None, typer.Option(help="Registry and artifact directory (env MODELBAY_DATA_DIR)")
-    ] = None,
+    data_dir: DataDirOpt = None,
     new_key_file: Annotated[
         Path | None,
         typer.Option(help="File with the new key (env MODELBAY_ENCRYPTION_KEY or _KEY_FILE)"),

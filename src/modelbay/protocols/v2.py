@@ -75,11 +75,16 @@ def decode_request(body: bytes, header_length: int | None = None) -> InferReques
             "binary_data_size",
             param="inputs",
         )
+    parameters = _parameters(doc.get("parameters"), "parameters")
+    if not isinstance(parameters.get("binary_data_output", False), bool):
+        raise InvalidRequest(
+            "parameters.binary_data_output must be a boolean", param="binary_data_output"
+        )
     return InferRequest(
         inputs=inputs,
         outputs=_requested_outputs(doc.get("outputs")),
         id=_optional_str(doc.get("id"), "id"),
-        parameters=_parameters(doc.get("parameters"), "parameters"),
+        parameters=parameters,
     )
 
 

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from modelbay.errors import Conflict, InvalidRequest, NotFound
 from modelbay.registry.records import DeploymentConfig, DeploymentRecord
-from modelbay.registry.repository import LATEST, check_alias_name, parse_ref
+from modelbay.registry.repository import LATEST, MAX_VERSION, check_alias_name, parse_ref
 from modelbay.registry.tables import DeploymentRow, ModelRow, as_utc, utcnow
 
 
@@ -18,8 +18,10 @@ def check_target(target: str) -> str:
     """A deployment target is a version number, an alias or ``latest``."""
     ref = parse_ref(target)
     if isinstance(ref, int):
-        if ref < 1:
-            raise InvalidRequest(f"invalid version {ref}", param="target")
+        if not 1 <= ref <= MAX_VERSION:
+            raise InvalidRequest(
+                f"invalid version {ref}: versions are 1 to {MAX_VERSION}", param="target"
+            )
         return str(ref)
     return ref if ref == LATEST else check_alias_name(ref)
 

@@ -80,10 +80,10 @@ class DeploymentConfig(BaseModel):
     queue_capacity: int = Field(default=512, ge=1, le=1_000_000, description="queued requests")
     request_timeout_ms: float = Field(default=30_000, gt=0, le=3_600_000)
     threads_per_replica: int = Field(default=1, ge=1, le=64)
-    target_inflight_per_replica: float = Field(default=2.0, gt=0)
-    scale_up_delay_s: float = Field(default=1.0, ge=0)
-    scale_down_delay_s: float = Field(default=30.0, ge=0)
-    idle_to_zero_s: float = Field(default=60.0, ge=0)
+    target_inflight_per_replica: float = Field(default=2.0, gt=0, le=100_000)
+    scale_up_delay_s: float = Field(default=1.0, ge=0, le=86_400)
+    scale_down_delay_s: float = Field(default=30.0, ge=0, le=86_400)
+    idle_to_zero_s: float = Field(default=60.0, ge=0, le=7 * 86_400)
 
     @classmethod
     def parse(cls, data: dict[str, Any]) -> DeploymentConfig:

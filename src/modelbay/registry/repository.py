@@ -30,6 +30,8 @@ from modelbay.tensors import Signature
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 ALIAS_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 LATEST = "latest"
+MAX_VERSION = 2**31 - 1
+"""The largest version number (a 32-bit column on PostgreSQL)."""
 
 
 def check_model_name(name: str) -> str:
@@ -272,7 +274,7 @@ def parse_ref(ref: str | int) -> str | int:
     """A version reference from a URL: an integer version, an alias or ``latest``."""
     if isinstance(ref, int):
         return ref
-    return int(ref) if ref.isdigit() else ref
+    return int(ref) if ref.isascii() and ref.isdigit() else ref
 
 
 def _model_loads() -> list[Any]:
@@ -285,6 +287,8 @@ def _model_loads() -> list[Any]:
 
 
 def _model_row(s: Session, name: str) -> ModelRow:
+    if not MODEL_NAME.match(name):  # no such name can exist; and PostgreSQL refuses NUL
+        raise NotFound(f"model '{name}' not found", param="model")
     row = s.scalar(select(ModelRow).where(ModelRow.name == name).options(*_model_loads()))
     if row is None:
         raise NotFound(f"model '{name}' not found", param="model")

@@ -18,10 +18,14 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import selectinload, sessionmaker
 
 from modelbay.errors import Conflict, Forbidden, NotFound, Unauthenticated
+from modelbay.registry.repository import MODEL_NAME
 from modelbay.registry.tables import ApiKeyRow, DeploymentRow, ModelRow, TenantRow
+from modelbay.security.keys import TENANT_NAME
 from modelbay.security.principals import ROLE_FOR_SCOPE, Principal, Scope
+from modelbay.security.tokens import KEY_ID
 
 Resource = Literal["model", "deployment", "tenant", "key"]
+_NAMES = {"model": MODEL_NAME, "deployment": MODEL_NAME, "tenant": TENANT_NAME, "key": KEY_ID}
 _MODEL_TTL_S = 2.0
 _MAX_CACHED = 10_000
 
@@ -78,6 +82,8 @@ class ResourceDirectory:
         return True, entry[1]
 
     def owner(self, kind: Resource, name: str) -> Ownership | None:
+        if not _NAMES[kind].match(name):  # cannot exist; and PostgreSQL refuses NUL in text
+            return None
         if kind == "model":
             hit, found = self.cached_model(name)
             if hit:

@@ -69,11 +69,12 @@ class Guard:
         assert principal is not None
         return principal
 
-    def admit(self, p: Principal) -> Verdict:
-        """Take one request from ``p``'s limits and count it, or raise ``RateLimited``."""
+    def admit(self, p: Principal, *, exempt: bool = False) -> Verdict:
+        """Take one request from ``p``'s limits and count it, or raise ``RateLimited``;
+        an ``exempt`` request is counted and let through even when over a limit."""
         now = self.meter.now()
         verdict = self.limiter.admit(p, now, seconds_to_midnight(now), self.meter.used_today)
-        if not verdict.admitted:
+        if not verdict.admitted and not exempt:
             assert verdict.tightest is not None
             raise RateLimited(_limit_message(p, verdict), verdict)
         self.meter.count(p, now)

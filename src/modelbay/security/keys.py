@@ -186,6 +186,15 @@ class KeyStore:
         with self._sessions.begin() as s:
             return _key_record(_key_row(s, key_id))
 
+    def clear_key_limits(self, key_id: str) -> KeyRecord:
+        """Remove a key's rate limit and daily quota (``modelbay admin reset-limits``)."""
+        with self._sessions.begin() as s:
+            row = _key_row(s, key_id)
+            row.rate_limit_rps = None
+            row.daily_quota = None
+            s.flush()
+            return _key_record(row)
+
     def revoke_key(self, key_id: str) -> KeyRecord:
         """Revoke a key (idempotent: a revoked key keeps its first revocation time)."""
         with self._sessions.begin() as s:

@@ -3,6 +3,10 @@
 ``RateLimiter.admit(principal, now, day, used_today)`` decides one request with the time
 passed in, so it is tested without a clock. A request is admitted only when every limit
 that applies has room, and then it takes from all of them.
+
+The API accepts limits within ``MIN_RATE_RPS``..``MAX_RATE_RPS`` and ``MAX_QUOTA``; a value
+stored otherwise (an older release, a hand-edited database) is clamped into that range, so
+no stored number can make a decision or its headers fail, nor a refusal last for ever.
 """
 
 from __future__ import annotations
@@ -12,6 +16,27 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from modelbay.security.principals import Principal
+
+MIN_RATE_RPS = 0.01
+"""The slowest rate limit: one request per 100 s, so a refusal's wait is at most 100 s."""
+MAX_RATE_RPS = 1_000_000.0
+MAX_QUOTA = 2**63 - 1
+"""The largest daily quota (a signed 64-bit column on every database)."""
+_MAX_RESET_S = 86_400.0
+
+
+def effective_rate(stored: float) -> float:
+    """``stored`` clamped into the accepted range; NaN counts as the strictest rate."""
+    if math.isnan(stored):
+        return MIN_RATE_RPS
+    return min(max(stored, MIN_RATE_RPS), MAX_RATE_RPS)
+
+
+def whole_seconds(seconds: float) -> int:
+    """``seconds`` rounded up for a header: finite, between 0 and a day, whatever came in."""
+    if not seconds > 0:  # also NaN
+        return 0
+    return math.ceil(min(seconds, _MAX_RESET_S))
 
 
 @dataclass
@@ -58,7 +83,7 @@ class Verdict:
         return [
             (b"x-ratelimit-limit", limit.encode()),
             (b"x-ratelimit-remaining", str(t.remaining).encode()),
-            (b"x-ratelimit-reset", str(math.ceil(t.reset_s)).encode()),
+            (b"x-ratelimit-reset", str(whole_seconds(t.reset_s)).encode()),
             (b"x-ratelimit-policy", t.name.encode()),
         ]
 
@@ -98,6 +123,7 @@ class RateLimiter:
             ):
                 if quota is None:
                     continue
+                quota = max(0, min(quota, MAX_QUOTA))
                 limit = Limit(name, quota, max(0, quota - used), seconds_to_midnight)
                 limits.append(limit)
                 if used >= quota and (refusal is None or limit.reset_s > refusal[0]):
@@ -107,7 +133,7 @@ class RateLimiter:
         for _, bucket in buckets:
             bucket.tokens -= 1
         after = [Limit(t.name, t.limit, max(0, t.remaining - 1), t.reset_s) for t in limits]
-        tightest = min(after, key=lambda t: t.remaining / t.limit) if after else None
+        tightest = min(after, key=lambda t: t.remaining / max(t.limit, 1)) if after else None
         return Verdict(True, tightest)
 
     def forget(self) -> None:
@@ -122,6 +148,7 @@ class RateLimiter:
         ):
             if rate is None:
                 continue
+            rate = effective_rate(rate)
             bucket = self._buckets.get(key)
             if bucket is None or bucket.rate != rate:
                 bucket = TokenBucket(rate, burst_of(rate), burst_of(rate), now)

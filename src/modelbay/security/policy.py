@@ -7,7 +7,7 @@ drives every entry with every role, so a new route cannot slip in unguarded.
 from __future__ import annotations
 
 from modelbay.security.access import AUTHENTICATED, PUBLIC, Rule
-from modelbay.security.principals import Scope
+from modelbay.security.principals import Principal, Scope
 
 _READ_MODEL = Rule(Scope.READ, resource="model")
 _INFER_MODEL = Rule(Scope.INFER, resource="model")
@@ -89,6 +89,16 @@ GRPC_RULES: dict[str, Rule] = {
     "ModelInfer": Rule(Scope.INFER, resource="model", param="model_name"),
 }
 """Keyed by RPC name; ``param`` names the request message's field holding the model."""
+
+
+ADMIN_UNLIMITED_PATHS = ("/api/v1/tenants", "/api/v1/keys")
+"""Routes where an admin is never refused by a rate limit or quota, so a bad limit can
+always be undone (``PATCH /api/v1/tenants/{name}``) or a new key made."""
+
+
+def exempt_from_limits(principal: Principal, path: str) -> bool:
+    """Whether ``principal``'s request to ``path`` passes even when over its limits."""
+    return principal.is_admin and path.startswith(ADMIN_UNLIMITED_PATHS)
 
 
 def rest_rules(*, public_metrics: bool = False) -> dict[tuple[str, str], Rule]:

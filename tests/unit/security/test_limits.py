@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from modelbay.security.limits import RateLimiter
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from modelbay.api.errors import retry_after_value
+from modelbay.security.limits import MIN_RATE_RPS, RateLimiter
 from modelbay.security.principals import ROLE_SCOPES, Principal, Role
 
 BASE = Principal(
@@ -97,3 +101,57 @@ def test_changed_rate_starts_a_new_bucket() -> None:
     assert not limiter.admit(slow, 0.0, 60, _nothing_used).admitted
     fast = replace(slow, rate_limit_rps=10.0)
     assert limiter.admit(fast, 0.0, 60, _nothing_used).admitted
+
+
+def test_a_subnormal_stored_rate_refuses_with_finite_headers() -> None:
+    # 5e-324 per second once made the reset time infinite and every header build raise.
+    limiter = RateLimiter()
+    p = replace(BASE, tenant_rate_limit_rps=5e-324)
+    assert limiter.admit(p, 0.0, 3600, _nothing_used).admitted
+    refused = limiter.admit(p, 0.0, 3600, _nothing_used)
+    assert not refused.admitted
+    assert refused.retry_after == 1 / MIN_RATE_RPS  # the slowest accepted rate
+    assert dict(refused.headers())[b"x-ratelimit-reset"] == b"100"
+    assert retry_after_value(refused.retry_after) == "100"
+
+
+_STORED_RATES = st.none() | st.floats(allow_nan=True, allow_infinity=True)
+_STORED_QUOTAS = st.none() | st.integers(min_value=-(2**70), max_value=2**70)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    key_rate=_STORED_RATES,
+    tenant_rate=_STORED_RATES,
+    key_quota=_STORED_QUOTAS,
+    tenant_quota=_STORED_QUOTAS,
+    used=st.integers(min_value=0, max_value=2**64),
+    now=st.floats(min_value=0, max_value=1e9),
+    gap=st.floats(min_value=0, max_value=1e6),
+)
+def test_no_stored_limit_makes_a_verdict_or_its_headers_fail(
+    key_rate: float | None,
+    tenant_rate: float | None,
+    key_quota: int | None,
+    tenant_quota: int | None,
+    used: int,
+    now: float,
+    gap: float,
+) -> None:
+    limiter = RateLimiter()
+    p = replace(
+        BASE,
+        rate_limit_rps=key_rate,
+        tenant_rate_limit_rps=tenant_rate,
+        daily_quota=key_quota,
+        tenant_daily_quota=tenant_quota,
+    )
+    for t in (now, now, now + gap):
+        verdict = limiter.admit(p, t, 3600, lambda _: (used, used))
+        headers = dict(verdict.headers())
+        if not verdict.admitted:
+            assert 0 < verdict.retry_after <= 86_400
+            assert 1 <= int(retry_after_value(verdict.retry_after)) <= 86_400
+        if headers:
+            assert 0 <= int(headers[b"x-ratelimit-reset"]) <= 86_400
+            assert int(headers[b"x-ratelimit-remaining"]) >= 0
