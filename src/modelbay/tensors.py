@@ -86,6 +86,24 @@ class TensorSpec(BaseModel):
         return True
 
 
+def _check_rows(inputs: Mapping[str, np.ndarray]) -> None:
+    rows: dict[str, int] = {}
+    for name, array in inputs.items():
+        if array.ndim == 0:
+            raise InvalidRequest(
+                f"input '{name}' is a scalar; a batched model needs a first (row) dimension",
+                param="inputs",
+            )
+        rows[name] = array.shape[0]
+    if len(set(rows.values())) > 1:
+        counts = ", ".join(f"'{name}' has {n}" for name, n in rows.items())
+        raise InvalidRequest(
+            f"inputs disagree on their number of rows ({counts}); every input needs the "
+            "same first dimension",
+            param="inputs",
+        )
+
+
 class Signature(BaseModel):
     """Inputs and outputs of a model."""
 
@@ -118,8 +136,10 @@ class Signature(BaseModel):
             param="outputs",
         )
 
-    def check_inputs(self, inputs: Mapping[str, np.ndarray]) -> None:
-        """Names, datatypes and shapes of request inputs against this signature (400)."""
+    def check_inputs(self, inputs: Mapping[str, np.ndarray], *, batched: bool = False) -> None:
+        """Names, datatypes and shapes of request inputs against this signature (400);
+        ``batched``: requests are stacked along the first axis, so every input needs one,
+        of one length."""
         for name, array in inputs.items():
             spec = self.input(name)
             got = datatype_of(array)
@@ -141,6 +161,8 @@ class Signature(BaseModel):
                 f"{_quoted(s.name for s in self.inputs)}",
                 param="inputs",
             )
+        if batched:
+            _check_rows(inputs)
 
     def check_outputs(self, names: Iterable[str]) -> None:
         """Requested output names must exist (400 naming the valid ones)."""

@@ -127,6 +127,28 @@ def build_onnx(tmp: Path) -> BuiltModel:
     return BuiltModel("onnx", path, "x", np.float32, "y", _torch_reference(module))
 
 
+def build_two_inputs_onnx(tmp: Path) -> Path:
+    """An ONNX model ``y = a + b`` with two inputs of shape [-1, 2]."""
+    import torch
+    from torch import nn
+
+    class Add(nn.Module):
+        def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+            return a + b
+
+    path = tmp / "add.onnx"
+    torch.onnx.export(
+        Add(),
+        (torch.zeros(2, 2), torch.zeros(2, 2)),
+        str(path),
+        input_names=["a", "b"],
+        output_names=["y"],
+        dynamic_axes={"a": {0: "batch"}, "b": {0: "batch"}, "y": {0: "batch"}},
+        dynamo=False,
+    )
+    return path
+
+
 BUILDERS = {
     "sklearn": build_sklearn,
     "torchscript": build_torchscript,

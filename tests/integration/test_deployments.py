@@ -11,6 +11,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,7 +20,7 @@ import pytest
 from tests.integration import http
 from tests.integration.conftest import RunningServer
 from tests.integration.http import ADMIN_KEY
-from tests.integration.models import BuiltModel, build_onnx, iris
+from tests.integration.models import BuiltModel, build_onnx, build_two_inputs_onnx, iris
 
 
 @pytest.fixture(scope="module")
@@ -315,3 +316,21 @@ def test_request_of_a_client_that_left_is_never_run(
     assert metric(server, "modelbay_requests_total", model="walkaway", status="499") == 1
     with http.client(base_url=server.url) as client:  # the deployment still serves
         assert infer(client, "walkaway", iris()[0][:1].astype(np.float32)).status_code == 200
+
+
+def test_inputs_with_different_row_counts_are_refused_with_400(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    # The signature passed them and the batcher's ValueError answered 500.
+    server.push("two-inputs", build_two_inputs_onnx(tmp_path))
+    deploy(server, "two-inputs")
+    try:
+        tensors = [
+            {"name": name, "datatype": "FP32", "shape": [rows, 2], "data": [0.0] * rows * 2}
+            for name, rows in (("a", 2), ("b", 3))
+        ]
+        response = http.post(f"{server.url}/v2/models/two-inputs/infer", json={"inputs": tensors})
+        assert response.status_code == 400, response.text
+        assert "'a' has 2, 'b' has 3" in response.json()["error"]
+    finally:
+        http.delete(f"{server.url}/api/v1/deployments/two-inputs").raise_for_status()

@@ -43,3 +43,33 @@ def test_check_inputs_names_input_dtype_and_shape_problems() -> None:
 def test_invalid_signature_is_422(raw: str) -> None:
     with pytest.raises(InvalidArtifact, match="invalid signature"):
         Signature.parse(raw)
+
+
+TWO_INPUTS = Signature.parse(
+    {
+        "inputs": [
+            {"name": "a", "datatype": "FP32", "shape": [-1, 2]},
+            {"name": "b", "datatype": "FP32", "shape": [-1, 2]},
+        ],
+        "outputs": [{"name": "y", "datatype": "FP32", "shape": [-1, 2]}],
+    }
+)
+
+
+def test_batched_inputs_must_agree_on_their_rows() -> None:
+    inputs = {"a": np.zeros((2, 2), np.float32), "b": np.zeros((3, 2), np.float32)}
+    TWO_INPUTS.check_inputs(inputs)  # unbatched, the model decides
+    with pytest.raises(InvalidRequest, match="'a' has 2, 'b' has 3"):
+        TWO_INPUTS.check_inputs(inputs, batched=True)
+    TWO_INPUTS.check_inputs({"a": inputs["a"], "b": inputs["a"]}, batched=True)
+
+
+def test_a_scalar_input_cannot_be_batched() -> None:
+    scalar = Signature.parse(
+        {
+            "inputs": [{"name": "s", "datatype": "FP32", "shape": []}],
+            "outputs": [{"name": "y", "datatype": "FP32", "shape": []}],
+        }
+    )
+    with pytest.raises(InvalidRequest, match="'s' is a scalar"):
+        scalar.check_inputs({"s": np.float32(1.0).reshape(())}, batched=True)
