@@ -117,3 +117,15 @@ def test_request_without_a_json_object_body_gets_400(
 ) -> None:
     assert _infer(server, b"[1, 2]").status_code == 400
     assert _infer(server, b"").status_code == 400
+
+
+def test_the_infer_path_is_decoded_once(server: RunningServer, iris_model: str) -> None:
+    # "%2D" is "-" once decoded; decoded twice, 'errors%2Diris' reached 'errors-iris'.
+    body = _tensor()
+    twice = iris_model.replace("-", "%252D")
+    infer = http.post(f"{server.url}/v2/models/{twice}/infer", json=body)
+    metadata = http.get(f"{server.url}/v2/models/{twice}")
+    assert infer.status_code == metadata.status_code == 404, infer.text
+    assert infer.json()["error"] == "model 'errors%2Diris' not found"
+    once = iris_model.replace("-", "%2D")
+    assert http.post(f"{server.url}/v2/models/{once}/infer", json=body).status_code == 200

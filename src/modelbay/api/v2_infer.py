@@ -14,7 +14,6 @@ import re
 import uuid
 from collections.abc import Awaitable, Callable
 from functools import partial
-from urllib.parse import unquote
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -114,7 +113,7 @@ class InferFastPath:
         for key, value in scope["headers"]:
             if key == _HEADER_LENGTH:
                 header_length = value.decode("latin-1")
-        name, version = unquote(match.group(1)), match.group(2)
+        name, ref = match.group(1), match.group(2)  # the server decoded the path already
         try:
             await self.guard.authorize(principal_of(scope), _INFER_RULE, name, caller_of(scope))
             body = await self._body(receive)
@@ -123,7 +122,6 @@ class InferFastPath:
             return
         if body is None:
             return  # the client left while sending
-        ref = unquote(version) if version is not None else None
         answer = await answer_infer(
             self.inference, name, ref, body, header_length, partial(_disconnect, receive)
         )
