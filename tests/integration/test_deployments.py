@@ -334,3 +334,21 @@ def test_inputs_with_different_row_counts_are_refused_with_400(
         assert "'a' has 2, 'b' has 3" in response.json()["error"]
     finally:
         http.delete(f"{server.url}/api/v1/deployments/two-inputs").raise_for_status()
+
+
+def test_replica_workers_inherit_none_of_modelbays_settings(
+    server: RunningServer, onnx_model: BuiltModel
+) -> None:
+    # Workers inherited MODELBAY_ADMIN_KEY and the database URL; a model needs neither.
+    server.push("envless", onnx_model.path)
+    deploy(server, "envless", min_replicas=1)
+    try:
+        wait_for(lambda: ready_replicas(server, "envless") == 1)
+        pid = status(server, "envless")["versions"][0]["pids"][0]
+        raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        names = {entry.split(b"=", 1)[0].decode() for entry in raw if entry}
+        assert "PATH" in names
+        assert names.isdisjoint({"MODELBAY_ADMIN_KEY", "MODELBAY_LOG_LEVEL", "MODELBAY_API_KEY"})
+        assert not [n for n in names if n.startswith("MODELBAY_")]
+    finally:
+        http.delete(f"{server.url}/api/v1/deployments/envless").raise_for_status()

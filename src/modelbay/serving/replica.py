@@ -15,7 +15,7 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
@@ -96,8 +96,7 @@ class ProcessReplica:
     async def start(self) -> None:
         parent, child = socket.socketpair()
         # Keys reach the worker on its stdin only, never through its environment.
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MODELBAY_ENCRYPTION")}
-        env.update(_thread_env(self.spec.threads))
+        env = worker_env(os.environ, self.spec.threads)
         try:
             self._process = await asyncio.create_subprocess_exec(
                 sys.executable,
@@ -263,10 +262,26 @@ async def _read(reader: asyncio.StreamReader) -> Message:
     return ipc.decode(head, payload)
 
 
-def _thread_env(threads: int) -> dict[str, str]:
+_INHERITED = frozenset(
+    {
+        "PATH", "HOME", "USER", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TEMP", "TMP",
+        "PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "LD_LIBRARY_PATH",
+        "HF_HUB_OFFLINE", "HF_HOME", "TRANSFORMERS_OFFLINE",
+        "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES",
+    }
+)  # fmt: skip
+_INHERITED_PREFIXES = ("LC_", "OPENBLAS_", "OMP_", "MKL_", "KMP_", "CUDA_", "PYTORCH_", "ORT_")
+
+
+def worker_env(parent: Mapping[str, str], threads: int) -> dict[str, str]:
+    """What a replica worker inherits: locale, paths, framework and device settings. Never
+    modelbay's own settings (the admin key, the database URL, encryption keys) nor anything
+    else: the model it runs needs none of them."""
+    env = {k: v for k, v in parent.items() if k in _INHERITED or k.startswith(_INHERITED_PREFIXES)}
     # Set before the framework starts its pools, so replicas don't fight for cores.
     value = str(max(1, threads))
-    return {"OMP_NUM_THREADS": value, "MKL_NUM_THREADS": value, "OPENBLAS_NUM_THREADS": value}
+    env.update(OMP_NUM_THREADS=value, MKL_NUM_THREADS=value, OPENBLAS_NUM_THREADS=value)
+    return env
 
 
 def replica_factory(mode: str) -> Callable[[ReplicaSpec, Callable[[Replica], None]], Replica]:
