@@ -352,3 +352,32 @@ def test_replica_workers_inherit_none_of_modelbays_settings(
         assert not [n for n in names if n.startswith("MODELBAY_")]
     finally:
         http.delete(f"{server.url}/api/v1/deployments/envless").raise_for_status()
+
+
+def test_deleting_a_deployed_model_stops_its_replicas_at_once(
+    tmp_path: Path, onnx_model: BuiltModel
+) -> None:
+    # The controller learnt of it only at its next periodic reconcile (here a minute away).
+    running = RunningServer(
+        tmp_path / "data", tmp_path / "log", env={"MODELBAY_RECONCILE_INTERVAL_S": "60"}
+    )
+    running.start()
+    try:
+        running.push("doomed", onnx_model.path)
+        deploy(running, "doomed", min_replicas=1)
+        wait_for(lambda: ready_replicas(running, "doomed") == 1)
+        pid = status(running, "doomed")["versions"][0]["pids"][0]
+        assert http.delete(f"{running.url}/api/v1/models/doomed").status_code == 204
+        wait_for(lambda: _exited(pid), timeout=10)
+        assert http.get(f"{running.url}/api/v1/deployments/doomed").status_code == 404
+    finally:
+        running.stop()
+
+
+def _exited(pid: int) -> bool:
+    """Gone, or a zombie its parent has not reaped yet."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.split(") ", 1)[1].startswith("Z")

@@ -76,6 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def removed(name: str, version: int | None) -> None:
         served.remove(name, version)
         directory.invalidate(name)
+        controller.notify()  # its deployment went with it, or now follows another version
 
     catalog = Catalog(
         registry,
