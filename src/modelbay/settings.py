@@ -56,6 +56,10 @@ class Settings(BaseSettings):
     """How often deployments are reconciled with the registry (changes made through
     this server apply at once; the interval bounds lag from other frontends)."""
 
+    audit_key_file: Path | None = None
+    """File holding the audit chain's HMAC key; default ``<data_dir>/audit.key``, created
+    on first start. Frontends sharing one database must share it (and the data directory)."""
+
     admin_key: SecretStr | None = Field(default=None, min_length=16)
     """An admin API key to accept (for automation); unset: the first start creates one and
     writes it to ``<data_dir>/admin.key``."""
@@ -131,6 +135,11 @@ class Settings(BaseSettings):
     @property
     def blob_dir(self) -> Path:
         return self.data_dir / "blobs"
+
+    @property
+    def audit_files(self) -> tuple[Path, Path]:
+        """The audit log's head file and chain key file."""
+        return self.data_dir / "audit.head", self.audit_key_file or self.data_dir / "audit.key"
 
 
 def _read_pem(path: Path, setting: str) -> bytes:

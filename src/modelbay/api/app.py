@@ -61,7 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     keyring = keyring_from_settings(settings)
     store = make_store(settings.blob_dir, keyring)
     served = ServedModels(registry, store, threads=settings.intra_op_threads)
-    audit = AuditLog(engine, head_file=settings.data_dir / "audit.head")
+    audit = AuditLog(engine, *settings.audit_files)
     keys = KeyStore(engine)
     bootstrap_admin(
         keys,

@@ -64,7 +64,7 @@ def reset_limits(
         fail(f"no registry in {settings.data_dir}; pass the server's --data-dir")
     engine = make_engine(settings.registry_url)
     keys = KeyStore(engine)
-    audit = AuditLog(engine, head_file=settings.data_dir / "audit.head")
+    audit = AuditLog(engine, *settings.audit_files)
     try:
         if tenant is not None:
             before = keys.get_tenant(tenant)

@@ -1,15 +1,21 @@
-"""An append-only, hash-chained audit log in the registry database.
+"""An append-only, keyed hash chain of audit events in the registry database.
 
-Each event's hash covers its fields and the previous event's hash, so editing, deleting
-or reordering any stored event breaks the chain from that point, and ``verify`` names
-the first event that no longer fits. Events carry who, what, on which target, the
-result, and the client's address; never request payloads or secrets.
+Each event's hash is an HMAC-SHA256, under a key kept outside the database, of its fields
+and the previous event's hash: editing, deleting or reordering a stored event breaks the
+chain from that point, and without the key nobody can compute a chain that fits again.
+``verify`` names the first event that no longer fits. The newest (seq, hash) is also kept
+outside the database, so a truncated log is detected too. Events carry who, what, on which
+target, the result and the client's address; never request payloads or secrets.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
+import logging
 import os
+import secrets
 import threading
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,6 +31,19 @@ from sqlalchemy.orm import sessionmaker
 from modelbay.registry.tables import AuditRow, as_utc, utcnow
 
 GENESIS = "0" * 64
+log = logging.getLogger("modelbay.security")
+
+
+@dataclass(frozen=True)
+class ChainKey:
+    """The HMAC key of the chain, and the first event chained with it (events before it
+    were written by a release whose chain was unkeyed, and stay plain SHA-256)."""
+
+    key: bytes
+    since: int
+
+    def for_event(self, seq: int) -> bytes | None:
+        return self.key if seq >= self.since else None
 
 
 class AuditEvent(BaseModel):
@@ -52,6 +71,7 @@ class AuditReport:
 
 
 def event_hash(
+    key: bytes | None,
     prev_hash: str,
     seq: int,
     at: datetime,
@@ -62,25 +82,60 @@ def event_hash(
     client: str | None,
     details: dict[str, Any],
 ) -> str:
-    """sha256 over the canonical JSON of an event and the previous event's hash."""
+    """HMAC-SHA256 under ``key`` (plain SHA-256 without one) of the canonical JSON of an
+    event and the previous event's hash."""
     body = orjson.dumps(
         [prev_hash, seq, as_utc(at).isoformat(), actor, action, target, result, client, details],
         option=orjson.OPT_SORT_KEYS,
     )
-    return hashlib.sha256(body).hexdigest()
+    if key is None:
+        return hashlib.sha256(body).hexdigest()
+    return hmac.new(key, body, hashlib.sha256).hexdigest()
+
+
+def load_chain_key(path: Path, next_seq: int) -> ChainKey:
+    """The key in ``path``, or a new one written there (0600) that chains from
+    ``next_seq`` on; several frontends starting at once end up with the same key."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return _read_chain_key(path)
+    key = ChainKey(secrets.token_bytes(32), next_seq)
+    with os.fdopen(fd, "w") as f:
+        f.write(f"{base64.b64encode(key.key).decode()} {key.since}\n")
+    log.info("created the audit chain key in %s; back it up with the database", path)
+    return key
+
+
+def _read_chain_key(path: Path) -> ChainKey:
+    try:
+        encoded, since = path.read_text().split()
+        return ChainKey(base64.b64decode(encoded, validate=True), int(since))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"audit key file '{path}' cannot be read: {exc}") from None
 
 
 class AuditLog:
     """Appends events and checks the chain; safe to share between threads.
 
-    The newest (seq, hash) is also written to ``head_file`` outside the database, so
-    deleting the newest events, which leaves a shorter but valid chain, is detected too.
+    The chain is keyed with the key in ``key_file`` (created when missing). The newest
+    (seq, hash) is also written to ``head_file``; it only moves forward from an event
+    still in the database as written, so deleting or rewriting the newest events, even
+    with events appended after, is detected.
     """
 
-    def __init__(self, engine: Engine, head_file: Path | None = None):
+    def __init__(self, engine: Engine, head_file: Path | None = None, key_file: Path | None = None):
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self._lock = threading.Lock()
         self._head_file = head_file
+        self._key = None if key_file is None else load_chain_key(key_file, self._last_seq() + 1)
+
+    def _last_seq(self) -> int:
+        with self._sessions.begin() as s:
+            return s.scalar(select(AuditRow.seq).order_by(AuditRow.seq.desc()).limit(1)) or 0
+
+    def _key_for(self, seq: int) -> bytes | None:
+        return None if self._key is None else self._key.for_event(seq)
 
     def append(
         self,
@@ -116,7 +171,9 @@ class AuditLog:
             seq = 1 if last is None else last.seq + 1
             prev = GENESIS if last is None else last.hash
             at = utcnow()
-            digest = event_hash(prev, seq, at, actor, action, target, result, client, details)
+            digest = event_hash(
+                self._key_for(seq), prev, seq, at, actor, action, target, result, client, details
+            )
             row = AuditRow(
                 seq=seq,
                 at=at,
@@ -131,7 +188,7 @@ class AuditLog:
             )
             s.add(row)
             s.flush()
-        self._write_head(seq, digest)
+        self._advance_head(seq, digest)
         return _event(row)
 
     def events(self, *, limit: int = 100, before: int | None = None) -> list[AuditEvent]:
@@ -145,39 +202,16 @@ class AuditLog:
     def verify(self) -> AuditReport:
         """Recompute the chain from the first event; the first mismatch is reported."""
         prev, expected_seq, checked = GENESIS, 1, 0
+        head = self._read_head()
         with self._sessions.begin() as s:
             for row in s.scalars(
                 select(AuditRow).order_by(AuditRow.seq).execution_options(yield_per=1000)
             ):
-                if row.seq != expected_seq:
-                    return AuditReport(
-                        False, checked, expected_seq, f"event {expected_seq} is missing"
-                    )
-                if row.prev_hash != prev:
-                    return AuditReport(
-                        False,
-                        checked,
-                        row.seq,
-                        f"event {row.seq} does not follow event {row.seq - 1}",
-                    )
-                digest = event_hash(
-                    prev,
-                    row.seq,
-                    row.at,
-                    row.actor,
-                    row.action,
-                    row.target,
-                    row.result,
-                    row.client,
-                    row.details,
-                )
-                if digest != row.hash:
-                    return AuditReport(
-                        False, checked, row.seq, f"event {row.seq} was altered after it was written"
-                    )
+                problem = self._check(row, prev, expected_seq, head)
+                if problem is not None:
+                    return AuditReport(False, checked, problem[0], problem[1])
                 prev, expected_seq, checked = row.hash, row.seq + 1, checked + 1
-        head = self._read_head()
-        if head is not None and (head[0] > checked or (head[0] == checked and head[1] != prev)):
+        if head is not None and head[0] > checked:
             return AuditReport(
                 False,
                 checked,
@@ -185,6 +219,48 @@ class AuditLog:
                 f"the log ends at event {checked} but event {head[0]} was written",
             )
         return AuditReport(True, checked)
+
+    def _check(
+        self, row: AuditRow, prev: str, expected_seq: int, head: tuple[int, str] | None
+    ) -> tuple[int, str] | None:
+        """(seq, reason) of what is wrong with ``row`` as the chain's next event, if anything."""
+        if row.seq != expected_seq:
+            return expected_seq, f"event {expected_seq} is missing"
+        if row.prev_hash != prev:
+            return row.seq, f"event {row.seq} does not follow event {row.seq - 1}"
+        digest = event_hash(
+            self._key_for(row.seq),
+            prev,
+            row.seq,
+            row.at,
+            row.actor,
+            row.action,
+            row.target,
+            row.result,
+            row.client,
+            row.details,
+        )
+        if not hmac.compare_digest(digest, row.hash):
+            return row.seq, f"event {row.seq} was altered after it was written"
+        if head is not None and row.seq == head[0] and row.hash != head[1]:
+            return row.seq, f"event {row.seq} is not the event that was written"
+        return None
+
+    def _advance_head(self, seq: int, digest: str) -> None:
+        """Move the head to ``seq`` if the event it names now is still as written; a log
+        cut short (or rewritten) behind the head leaves it there for ``verify`` to find."""
+        head = self._read_head()
+        if head is not None:
+            if head[0] >= seq:
+                return  # another frontend wrote a newer event meanwhile
+            with self._sessions.begin() as s:
+                found = s.scalar(select(AuditRow.hash).where(AuditRow.seq == head[0]))
+            if found != head[1]:
+                log.error(
+                    "audit log: event %d is no longer as written; the head stays there", head[0]
+                )
+                return
+        self._write_head(seq, digest)
 
     def _write_head(self, seq: int, digest: str) -> None:
         if self._head_file is None:
