@@ -60,6 +60,16 @@ class Settings(BaseSettings):
     """File holding the audit chain's HMAC key; default ``<data_dir>/audit.key``, created
     on first start. Frontends sharing one database must share it (and the data directory)."""
 
+    audit_refusals_window_s: float = Field(default=60.0, gt=0)
+    """Refused requests are audited one by one up to the limits below in each such window;
+    the rest are counted into one ``auth.denied.held_back`` event when it ends."""
+
+    audit_refusals_per_client: int = Field(default=5, ge=0)
+    """Refusals audited one by one per client address and window."""
+
+    audit_refusals_total: int = Field(default=100, ge=0)
+    """Refusals audited one by one per window, all clients together."""
+
     admin_key: SecretStr | None = Field(default=None, min_length=16)
     """An admin API key to accept (for automation); unset: the first start creates one and
     writes it to ``<data_dir>/admin.key``."""

@@ -6,7 +6,11 @@ import json
 import os
 import subprocess
 import sys
+import time
+from pathlib import Path
+from typing import Any
 
+import httpx
 from tests.integration import http
 from tests.integration.conftest import RunningServer
 
@@ -64,3 +68,42 @@ def test_cli_lists_and_verifies_the_audit_log(server: RunningServer) -> None:
     verified = subprocess.run([*run, "verify"], capture_output=True, text=True, env=env, timeout=60)
     assert verified.returncode == 0, verified.stderr
     assert "intact" in verified.stdout
+
+
+def test_a_flood_of_bad_keys_is_audited_as_a_few_events_and_one_summary(
+    tmp_path: Path,
+) -> None:
+    # Every refused key wrote an audit row under one lock: a flood of them, a flood of rows.
+    running = RunningServer(
+        tmp_path / "data",
+        tmp_path / "log",
+        env={"MODELBAY_AUDIT_REFUSALS_WINDOW_S": "2", "MODELBAY_USAGE_FLUSH_INTERVAL_S": "0.2"},
+    )
+    running.start()
+    try:
+        with httpx.Client(base_url=running.url) as client:
+            codes = {
+                client.get(
+                    "/api/v1/models", headers=http.auth(f"mb_{i:012x}_{'x' * 40}")
+                ).status_code
+                for i in range(120)
+            }
+        assert codes == {401}
+
+        def held_back() -> list[dict[str, Any]]:
+            events = http.get(f"{running.url}/api/v1/audit", params={"limit": 1000}).json()
+            return [e for e in events["events"] if e["action"] == "auth.denied.held_back"]
+
+        deadline = time.monotonic() + 20
+        while not held_back():
+            assert time.monotonic() < deadline, "no summary of the held-back refusals"
+            time.sleep(0.1)
+        events = http.get(f"{running.url}/api/v1/audit", params={"limit": 1000}).json()["events"]
+        one_by_one = [e for e in events if e["action"] == "auth.denied"]
+        (summary,) = held_back()
+        assert len(one_by_one) == 5  # the default share of one client in a window
+        assert summary["details"]["held_back"] == 115
+        assert summary["details"]["top_clients"] == {"127.0.0.1": 115}
+        assert http.get(f"{running.url}/api/v1/audit/verify").json()["ok"]
+    finally:
+        running.stop()

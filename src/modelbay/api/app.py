@@ -40,6 +40,7 @@ from modelbay.security.guard import Guard
 from modelbay.security.keys import KeyStore
 from modelbay.security.limits import RateLimiter
 from modelbay.security.policy import public_paths, rest_rules
+from modelbay.security.refusals import RefusalThrottle
 from modelbay.security.usage import UsageMeter
 from modelbay.serving import InferenceService, ServedModels
 from modelbay.serving.controller import DeploymentController
@@ -71,7 +72,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     meter = UsageMeter(engine)
     directory = ResourceDirectory(engine)
-    guard = Guard(Authenticator(keys), directory, RateLimiter(), meter, audit)
+    refusals = RefusalThrottle(
+        settings.audit_refusals_window_s,
+        settings.audit_refusals_per_client,
+        settings.audit_refusals_total,
+    )
+    guard = Guard(Authenticator(keys), directory, RateLimiter(), meter, audit, refusals)
 
     def removed(name: str, version: int | None) -> None:
         served.remove(name, version)
@@ -118,7 +124,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         controller.start()
-        flusher = asyncio.create_task(_flush_usage(meter, settings.usage_flush_interval_s))
+        flusher = asyncio.create_task(_flush(guard, settings.usage_flush_interval_s))
         # On uvicorn's event loop, so gRPC and HTTP share the served models and the pool.
         grpc_server = None
         if settings.grpc_port:
@@ -133,6 +139,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         with contextlib.suppress(asyncio.CancelledError):
             await flusher
         await asyncio.to_thread(meter.flush)
+        await guard.flush_refusals(final=True)
         pool.shutdown(wait=True, cancel_futures=True)
         served.close()
         engine.dispose()
@@ -173,11 +180,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-async def _flush_usage(meter: UsageMeter, interval_s: float) -> None:
-    """Write counted usage every ``interval_s``; a failed write is kept for the next."""
+async def _flush(guard: Guard, interval_s: float) -> None:
+    """Every ``interval_s``: write counted usage (a failed write is kept for the next) and
+    the summary of a refusal window that is over."""
     while True:
         await asyncio.sleep(interval_s)
         try:
-            await asyncio.to_thread(meter.flush)
+            await asyncio.to_thread(guard.meter.flush)
         except Exception:
             log.exception("could not write usage; it is kept for the next try")
+        await guard.flush_refusals()

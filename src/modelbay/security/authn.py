@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from modelbay.errors import Unauthenticated
 from modelbay.registry.tables import utcnow
@@ -23,20 +24,26 @@ CACHE_TTL_S = 5.0
 on this server takes effect at once, on other servers sharing the database within this."""
 _MAX_CACHED = 10_000
 ADMIN_KEY_FILE = "admin.key"
+_T = TypeVar("_T")
 
 
 class Authenticator:
-    """Resolves secrets to principals; known and unknown secrets are cached briefly."""
+    """Resolves secrets to principals; known and unknown secrets are cached briefly.
+
+    Secrets of real keys and other strings are cached apart: a flood of random or forged
+    tokens fills and flushes only its own cache, never the one of valid keys.
+    """
 
     def __init__(self, keys: KeyStore, clock: Callable[[], float] = time.monotonic):
         self._keys = keys
         self._clock = clock
-        self._cache: dict[str, tuple[float, StoredKey | None]] = {}
+        self._known: dict[str, tuple[float, StoredKey]] = {}
+        self._unknown: dict[str, tuple[float, StoredKey | None]] = {}
         self._lock = threading.Lock()
 
     def cached(self, token: str) -> tuple[bool, Principal | None]:
         """(hit, principal) from the cache alone; a hit may still raise for a bad key."""
-        entry = self._cache.get(token)
+        entry = self._known.get(token) or self._unknown.get(token)
         if entry is None or self._clock() - entry[0] > CACHE_TTL_S:
             return False, None
         return True, _check(entry[1], token)
@@ -48,16 +55,25 @@ class Authenticator:
             assert principal is not None
             return principal
         stored = self._keys.lookup(token)
+        now = self._clock()
         with self._lock:
-            if len(self._cache) > _MAX_CACHED:
-                self._cache.clear()
-            self._cache[token] = (self._clock(), stored)
+            if stored is not None and stored.matches(token):
+                _put(self._known, token, (now, stored))
+            else:
+                _put(self._unknown, token, (now, stored))
         return _check(stored, token)
 
     def forget(self) -> None:
         """Drop the cache, after a key or tenant changed on this server."""
         with self._lock:
-            self._cache.clear()
+            self._known.clear()
+            self._unknown.clear()
+
+
+def _put(cache: dict[str, _T], token: str, entry: _T) -> None:
+    if len(cache) >= _MAX_CACHED:
+        cache.clear()
+    cache[token] = entry
 
 
 def _check(stored: StoredKey | None, token: str) -> Principal:

@@ -18,6 +18,7 @@ from modelbay.security.audit import AuditLog
 from modelbay.security.authn import Authenticator
 from modelbay.security.limits import RateLimiter, Verdict
 from modelbay.security.principals import Principal
+from modelbay.security.refusals import RefusalThrottle
 from modelbay.security.tokens import key_id_of
 from modelbay.security.usage import UsageMeter, seconds_to_midnight
 
@@ -51,12 +52,14 @@ class Guard:
         limiter: RateLimiter,
         meter: UsageMeter,
         audit: AuditLog,
+        refusals: RefusalThrottle | None = None,
     ):
         self.authenticator = authenticator
         self.directory = directory
         self.limiter = limiter
         self.meter = meter
         self.audit = audit
+        self.refusals = refusals or RefusalThrottle()
 
     async def authenticate(self, token: str, caller: Caller) -> Principal:
         try:
@@ -104,6 +107,13 @@ class Guard:
         claimed: str | None = None,
     ) -> None:
         """Audit a refusal; ``claimed`` is the key id a refused secret names (maybe forged)."""
+        action = "auth.denied" if exc.status == 401 else "authz.denied"
+        held_back = self.refusals.summary(self.meter.now())
+        audited = self.refusals.admit(caller.client, action, self.meter.now())
+        if held_back is not None:
+            await self._audit_held_back(held_back)
+        if not audited:
+            return
         details = {"reason": exc.message}
         if claimed is not None:
             details["claimed_key_id"] = claimed
@@ -115,7 +125,7 @@ class Guard:
             await asyncio.to_thread(
                 self.audit.append,
                 actor=p.key_id if p is not None else "anonymous",
-                action="auth.denied" if exc.status == 401 else "authz.denied",
+                action=action,
                 target=caller.target,
                 result=exc.status,
                 client=caller.client,
@@ -123,6 +133,26 @@ class Guard:
             )
         except Exception:
             log.exception("could not audit a refused %s", caller.action)
+
+    async def flush_refusals(self, *, final: bool = False) -> None:
+        """Audit the summary of a refusal window that is over (called periodically, and
+        with ``final`` at shutdown)."""
+        held_back = self.refusals.summary(self.meter.now(), final=final)
+        if held_back is not None:
+            await self._audit_held_back(held_back)
+
+    async def _audit_held_back(self, details: dict[str, Any]) -> None:
+        try:
+            await asyncio.to_thread(
+                self.audit.append,
+                actor="anonymous",
+                action="auth.denied.held_back",
+                target={},
+                result=429,
+                details=details,
+            )
+        except Exception:
+            log.exception("could not audit %d held-back refusals", details["held_back"])
 
     async def _owner(self, rule: Rule, name: str) -> Any:
         assert rule.resource is not None

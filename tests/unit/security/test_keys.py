@@ -12,8 +12,9 @@ from sqlalchemy import Engine, select
 
 from modelbay.errors import Conflict, Forbidden, InvalidRequest, NotFound, Unauthenticated
 from modelbay.registry.tables import ApiKeyRow, utcnow
+from modelbay.security import authn as authn_module
 from modelbay.security.authn import ADMIN_KEY_FILE, Authenticator, bootstrap_admin
-from modelbay.security.keys import KeyStore
+from modelbay.security.keys import KeyStore, StoredKey
 from modelbay.security.principals import Role, Scope
 from modelbay.security.tokens import hash_secret, key_id_of
 
@@ -153,3 +154,28 @@ def test_the_last_active_admin_key_cannot_be_revoked(keys: KeyStore) -> None:
         keys.revoke_key(first.key_id)
     keys.create_key(tenant="acme", role=Role.ADMIN, name="second")
     assert keys.revoke_key(first.key_id).status == "revoked"
+
+
+def test_a_flood_of_unknown_tokens_keeps_valid_keys_cached(
+    keys: KeyStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A cache-full of random tokens (10,000) used to clear the one cache, valid keys with it.
+    monkeypatch.setattr(authn_module, "_MAX_CACHED", 100)
+    _, secret = keys.create_key(tenant="default", role=Role.VIEWER, name="v")
+    lookups: list[str] = []
+    original = keys.lookup
+
+    def counted(token: str) -> StoredKey | None:
+        lookups.append(token)
+        return original(token)
+
+    keys.lookup = counted  # type: ignore[method-assign]
+    authn = Authenticator(keys)
+    authn.resolve(secret)
+    forged = secret[:-4] + "AAAA"  # a real key id with a wrong secret
+    for i in range(150):
+        with pytest.raises(Unauthenticated):
+            authn.resolve(f"mb_{i:012x}_{'x' * 40}" if i % 2 else f"{forged}{i}")
+    lookups.clear()
+    assert authn.cached(secret) == (True, authn.resolve(secret))
+    assert lookups == []
