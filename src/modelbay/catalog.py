@@ -9,7 +9,6 @@ version references.
 from __future__ import annotations
 
 import shutil
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any, BinaryIO
 from modelbay.archives import extract, safe_relative_path
 from modelbay.errors import InvalidArtifact, InvalidRequest, PayloadTooLarge
 from modelbay.registry import FileEntry, NewVersion, Registry, VersionRecord
+from modelbay.registry.locks import RegistryLock
 from modelbay.registry.tables import DEFAULT_TENANT_ID
 from modelbay.runtimes import Runtime, detect_format, load_runtime
 from modelbay.store.base import CHUNK, ArtifactStore
@@ -63,6 +63,7 @@ class Catalog:
         threads: int,
         on_loaded: Callable[[str, int, Runtime], None] | None = None,
         on_removed: Callable[[str, int | None], None] | None = None,
+        gc_lock: RegistryLock | None = None,
     ):
         self.registry = registry
         self.store = store
@@ -70,9 +71,9 @@ class Catalog:
         self.threads = threads
         self.on_loaded = on_loaded
         self.on_removed = on_removed
-        # Serializes "blobs in, rows in" against "rows out, blobs out" so a blob shared by a
-        # version being pushed is never collected in between.
-        self._gc_lock = threading.Lock()
+        # Serializes "blobs in, rows in" against "rows out, blobs out", in every process on
+        # the registry, so a blob shared by a version being pushed is never collected.
+        self._gc_lock = gc_lock or RegistryLock(registry.engine)
 
     def push(self, name: str, push: PushRequest) -> VersionRecord:
         """Validate, store and register a new version of ``name``; returns the record."""
@@ -92,7 +93,7 @@ class Catalog:
             entrypoint = _entrypoint(paths, push.entrypoint)
             fmt = detect_format(stage / entrypoint, push.format)
             runtime = load_runtime(fmt, stage, entrypoint, push.signature, threads=self.threads)
-            with self._gc_lock:
+            with self._gc_lock.held():
                 entries = []
                 for rel in paths:
                     blob = self.store.put_file(stage / rel)
@@ -121,14 +122,14 @@ class Catalog:
         return record
 
     def delete_version(self, name: str, version: int) -> None:
-        with self._gc_lock:
+        with self._gc_lock.held():
             orphans = self.registry.delete_version(name, version)
             self._collect(orphans)
         if self.on_removed is not None:
             self.on_removed(name, version)
 
     def delete_model(self, name: str) -> None:
-        with self._gc_lock:
+        with self._gc_lock.held():
             orphans = self.registry.delete_model(name)
             self._collect(orphans)
         if self.on_removed is not None:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 
 import httpx
 import numpy as np
 from tests.integration import http
-from tests.integration.conftest import RunningServer
+from tests.integration.conftest import RunningServer, upload
 from tests.integration.models import build_onnx, build_sklearn, iris
+
+from modelbay.registry import make_engine
+from modelbay.registry.locks import RegistryLock
 
 
 def _predict(server: RunningServer, name: str, ref: str, x: np.ndarray) -> httpx.Response:
@@ -93,3 +97,43 @@ def test_postgresql_registry_serves_and_survives_a_restart(
     assert response.status_code == 200, response.text
     got = np.array(response.json()["outputs"][0]["data"]).reshape(3, 3)
     np.testing.assert_allclose(got, onnx.reference(x), atol=1e-5)
+
+
+def test_two_servers_on_one_postgresql_never_collect_a_blob_the_other_reuses(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    # Garbage collection was locked per process: a delete on one frontend could remove a
+    # blob that a push on the other had just reused.
+    env = {"MODELBAY_DATABASE_URL": postgres_url}
+    first = RunningServer(tmp_path / "data", tmp_path / "first.log", env=env)
+    second = RunningServer(tmp_path / "data", tmp_path / "second.log", env=env)
+    first.start()
+    second.start()
+    try:
+        model = build_onnx(tmp_path).path
+        first.push("gc-held", model)
+        # While another process (this test) holds the registry-wide lock, neither server
+        # can put blobs in with their rows, nor take rows out with their blobs.
+        with ThreadPoolExecutor(2) as pool:
+            with RegistryLock(make_engine(postgres_url)).held():
+                pushed = pool.submit(upload, second.url, "gc-waits", model)
+                deleted = pool.submit(http.delete, f"{first.url}/api/v1/models/gc-held")
+                done, _ = wait([pushed, deleted], timeout=2)
+                assert not done, [f.result().status_code for f in done]
+            assert pushed.result().status_code == 201
+            assert deleted.result().status_code == 204
+        for i in range(8):
+            first.push("gc-shared", model)
+            with ThreadPoolExecutor(2) as pool:
+                deleted = pool.submit(http.delete, f"{first.url}/api/v1/models/gc-shared")
+                pushed = pool.submit(upload, second.url, f"gc-keep-{i}", model)
+                assert deleted.result().status_code == 204
+                assert pushed.result().status_code == 201, pushed.result().text
+        for i in range(8):
+            url = f"{first.url}/api/v1/models/gc-keep-{i}/versions/1/files/{model.name}"
+            download = http.get(url)
+            assert download.status_code == 200, download.text
+            assert download.content == model.read_bytes()
+    finally:
+        second.stop()
+        first.stop()

@@ -58,6 +58,7 @@ class Registry:
     """What exists: models, their immutable versions and movable aliases."""
 
     def __init__(self, engine: Engine):
+        self.engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
 
     @contextmanager
