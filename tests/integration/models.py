@@ -127,6 +127,33 @@ def build_onnx(tmp: Path) -> BuiltModel:
     return BuiltModel("onnx", path, "x", np.float32, "y", _torch_reference(module))
 
 
+def build_spinning_torchscript(tmp: Path) -> tuple[Path, Path]:
+    """A TorchScript model that adds 1 to ``x`` ``x[0, 0]`` times: a large first value
+    keeps it busy for minutes. Returns the model and its signature file."""
+    import torch
+    from torch import nn
+
+    class Spin(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = x
+            for _ in range(int(x[0, 0].item())):
+                y = y + 1.0
+            return y
+
+    path = tmp / "spin.pt"
+    torch.jit.script(Spin()).save(str(path))
+    signature = tmp / "spin-signature.json"
+    signature.write_text(
+        json.dumps(
+            {
+                "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 1]}],
+                "outputs": [{"name": "y", "datatype": "FP32", "shape": [-1, 1]}],
+            }
+        )
+    )
+    return path, signature
+
+
 def build_two_inputs_onnx(tmp: Path) -> Path:
     """An ONNX model ``y = a + b`` with two inputs of shape [-1, 2]."""
     import torch

@@ -20,7 +20,13 @@ import pytest
 from tests.integration import http
 from tests.integration.conftest import RunningServer
 from tests.integration.http import ADMIN_KEY
-from tests.integration.models import BuiltModel, build_onnx, build_two_inputs_onnx, iris
+from tests.integration.models import (
+    BuiltModel,
+    build_onnx,
+    build_spinning_torchscript,
+    build_two_inputs_onnx,
+    iris,
+)
 
 
 @pytest.fixture(scope="module")
@@ -381,3 +387,34 @@ def _exited(pid: int) -> bool:
     except FileNotFoundError:
         return True
     return stat.split(") ", 1)[1].startswith("Z")
+
+
+def test_a_wedged_replica_answers_503_at_the_timeout_and_is_replaced(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    # One request kept a TorchScript model busy for minutes despite a 3 s request timeout,
+    # and its deployment answered nothing else meanwhile.
+    model, signature = build_spinning_torchscript(tmp_path)
+    server.push("wedge", model, signature=signature.read_text())
+    deploy(server, "wedge", min_replicas=1, max_batch_size=1, request_timeout_ms=1500)
+    try:
+        wait_for(lambda: ready_replicas(server, "wedge") == 1)
+        (victim,) = status(server, "wedge")["versions"][0]["pids"]
+
+        def spin(n: float) -> httpx.Response:
+            body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 1], "data": [n]}]}
+            return http.post(f"{server.url}/v2/models/wedge/infer", json=body, timeout=60)
+
+        wedged = spin(1e9)
+        assert wedged.status_code == 503, wedged.text
+        assert "did not finish the batch within the request timeout" in wedged.json()["error"]
+        assert int(wedged.headers["Retry-After"]) >= 1
+        assert _exited(victim)
+        wait_for(lambda: ready_replicas(server, "wedge") == 1)
+        assert victim not in status(server, "wedge")["versions"][0]["pids"]
+        answer = spin(2)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["outputs"][0]["data"] == [4.0]
+        assert metric(server, "modelbay_replica_timeouts_total", model="wedge") == 1
+    finally:
+        http.delete(f"{server.url}/api/v1/deployments/wedge").raise_for_status()

@@ -95,3 +95,9 @@ class ServingMetrics:
             labels,
             registry=self.registry,
         )
+        self.replica_timeouts = Counter(
+            "modelbay_replica_timeouts",
+            "Replicas killed for running a batch past the request timeout",
+            labels,
+            registry=self.registry,
+        )

@@ -125,7 +125,12 @@ class ReplicaPool:
     async def run(
         self, inputs: dict[str, np.ndarray], outputs: list[str] | None, timeout: float
     ) -> tuple[dict[str, np.ndarray], float]:
-        """Run a batch on the least-loaded replica; retried once if that replica dies."""
+        """Run a batch on the least-loaded replica; retried once if that replica dies.
+
+        A replica gets ``timeout`` seconds for the batch; one that misses it is wedged (or
+        far too slow): it is killed and replaced, and the batch answered 503, not retried
+        (the same input may wedge the next replica too).
+        """
         for attempt in range(2):
             replica = self._pick()
             if replica is None:
@@ -133,7 +138,15 @@ class ReplicaPool:
                     break
                 replica = self._pick() or min(self.ready, key=lambda r: r.inflight)
             try:
-                return await replica.infer(inputs, outputs)
+                async with asyncio.timeout(timeout):
+                    return await replica.infer(inputs, outputs)
+            except TimeoutError:
+                await self._kill_wedged(replica, timeout)
+                raise ModelNotReady(
+                    f"replica {replica.name} did not finish the batch within the request "
+                    f"timeout ({timeout:g} s); it was stopped and is being replaced",
+                    retry_after=1.0,
+                ) from None
             except ReplicaDied:
                 log.warning(
                     "replica %s died with a batch in flight (attempt %d)", replica.name, attempt + 1
@@ -155,6 +168,16 @@ class ReplicaPool:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._report()
+
+    async def _kill_wedged(self, replica: Replica, timeout: float) -> None:
+        log.error(
+            "replica %s (pid %s) ran a batch past %g s; killing it",
+            replica.name,
+            replica.pid,
+            timeout,
+        )
+        self.metrics.replica_timeouts.labels(*self._labels).inc()
+        await replica.kill()  # reported through _on_exit, which replaces it
 
     def _pick(self) -> Replica | None:
         candidates = [r for r in self.ready if r.alive and r.inflight < self.per_replica]

@@ -70,6 +70,10 @@ class Replica(Protocol):
     async def stop(self) -> None:
         """Finish what is in flight, then release the replica."""
 
+    async def kill(self) -> None:
+        """Stop at once, whatever is in flight (a wedged replica): its tasks fail with
+        ``ReplicaDied``, and the exit is reported as an unexpected one, to be replaced."""
+
 
 class ProcessReplica:
     """A worker process reached through a socket pair; frames per ``ipc``."""
@@ -167,6 +171,11 @@ class ProcessReplica:
         if self._reader_task is not None:
             await asyncio.gather(self._reader_task, return_exceptions=True)
 
+    async def kill(self) -> None:
+        await self._kill()
+        if self._reader_task is not None:  # it fails what was in flight, then reports
+            await asyncio.gather(self._reader_task, return_exceptions=True)
+
     async def _read_replies(self, reader: asyncio.StreamReader) -> None:
         try:
             while True:
@@ -212,6 +221,7 @@ class InProcessReplica:
         self.pid: int | None = os.getpid()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=self.name)
         self._runtime: Runtime | None = None
+        self._on_exit = on_exit
 
     @property
     def alive(self) -> bool:
@@ -254,6 +264,13 @@ class InProcessReplica:
         self._runtime = None
         self._executor.shutdown(wait=True)
 
+    async def kill(self) -> None:
+        # A thread cannot be killed: it is abandoned to finish on its own.
+        self._runtime = None
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._on_exit is not None:
+            self._on_exit(self)
+
 
 async def _read(reader: asyncio.StreamReader) -> Message:
     head_len, payload_len = ipc.PREFIX.unpack(await reader.readexactly(ipc.PREFIX.size))
@@ -287,5 +304,5 @@ def worker_env(parent: Mapping[str, str], threads: int) -> dict[str, str]:
 def replica_factory(mode: str) -> Callable[[ReplicaSpec, Callable[[Replica], None]], Replica]:
     """Replicas as worker processes (``process``) or threads of this process (``inprocess``)."""
     if mode == "inprocess":
-        return lambda spec, on_exit: InProcessReplica(spec)
+        return lambda spec, on_exit: InProcessReplica(spec, on_exit)
     return lambda spec, on_exit: ProcessReplica(spec, on_exit)

@@ -25,6 +25,7 @@ class FakeReplica:
         self.batches: list[int] = []
         self.die_next = False
         self.delay_s = 0.0
+        self.killed = False
         self._alive = False
         self._on_exit = on_exit
 
@@ -57,6 +58,12 @@ class FakeReplica:
 
     async def stop(self) -> None:
         self._alive = False
+
+    async def kill(self) -> None:
+        self.killed = True
+        self._alive = False
+        if self._on_exit is not None:
+            self._on_exit(self)
 
 
 def fake_factory(spec: ReplicaSpec, on_exit: Callable[[FakeReplica], None]) -> FakeReplica:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from tests.unit.serving.fakes import FakeReplica, fake_factory
 
-from modelbay.errors import DeadlineExceeded, Overloaded
+from modelbay.errors import DeadlineExceeded, ModelNotReady, Overloaded
 from modelbay.registry import DeploymentConfig, FileEntry, VersionRecord
 from modelbay.serving.messages import ReplicaSpec
 from modelbay.serving.metrics import ServingMetrics
@@ -142,3 +142,22 @@ async def test_server_replica_limit_caps_what_a_deployment_gets() -> None:
     assert vs.pool.short_of_budget == 2
     await vs.drain_and_close()
     assert vs.pool.budget.used == 0
+
+
+async def test_a_wedged_replica_is_killed_at_the_timeout_and_replaced() -> None:
+    # A running batch had no deadline: a replica that never answered hung its requests.
+    vs = await server(max_batch_size=1, request_timeout_ms=100)
+    wedged = vs.pool.ready[0]
+    assert isinstance(wedged, FakeReplica)
+    wedged.delay_s = 3600
+    x = np.ones((1, 2), np.float32)
+    with pytest.raises(ModelNotReady, match="did not finish the batch within") as refused:
+        await asyncio.wait_for(vs.submit({"x": x}, None), 5)
+    assert refused.value.status == 503
+    assert refused.value.retry_after is not None
+    assert wedged.killed
+    while not vs.pool.ready:  # replaced
+        await asyncio.sleep(0.01)
+    assert wedged not in vs.pool.ready
+    np.testing.assert_array_equal((await vs.submit({"x": x}, None))["y"], x * 2)
+    await vs.drain_and_close()
