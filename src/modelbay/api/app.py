@@ -15,6 +15,7 @@ from modelbay import __version__
 from modelbay.api import access as access_api
 from modelbay.api import audit as audit_api
 from modelbay.api import deployments as deployments_api
+from modelbay.api import docs as docs_api
 from modelbay.api import management, v2
 from modelbay.api import metrics as metrics_api
 from modelbay.api.audit import AuditTrail
@@ -150,6 +151,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Model-as-a-Service: V2 inference and model management.",
         lifespan=lifespan,
         dependencies=[Depends(authorize_route)],
+        docs_url=None,  # served offline by api/docs.py
+        redoc_url=None,
     )
     app.state.ctx = ctx
     app.state.guard = guard
@@ -161,6 +164,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(metrics_api.router)
     app.include_router(audit_api.router)
     app.include_router(access_api.router)
+    app.include_router(docs_api.router)
+    app.mount(docs_api.ASSETS, docs_api.assets(), name="docs-assets")
     missing = unguarded_routes(app.routes, rules)
     if missing:
         raise RuntimeError(f"routes without an access rule: {', '.join(missing)}")

@@ -24,7 +24,7 @@ from modelbay.api.headers import SECURITY_HEADERS
 from modelbay.errors import ModelbayError, NotFound, Unauthenticated
 from modelbay.security.access import Rule
 from modelbay.security.guard import Caller, Guard, RateLimited
-from modelbay.security.policy import exempt_from_limits
+from modelbay.security.policy import PUBLIC_PREFIXES, exempt_from_limits
 from modelbay.security.principals import Principal
 
 PRINCIPAL = "modelbay.principal"
@@ -75,7 +75,7 @@ class Gatekeeper:
         if "\x00" in scope["path"]:  # no name has one; PostgreSQL would refuse the lookup
             await _refuse(send, NotFound("not found: no resource name contains a NUL"), [])
             return
-        if scope["path"] in self.public:
+        if scope["path"] in self.public or scope["path"].startswith(PUBLIC_PREFIXES):
             # Probes and schema readers: never refused, whatever key they carry or its limits.
             await self.app(scope, receive, send)
             return

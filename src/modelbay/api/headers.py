@@ -4,19 +4,20 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from modelbay.api.docs import DOCS_CSP
+
 SECURITY_HEADERS: list[tuple[bytes, bytes]] = [
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
     (b"referrer-policy", b"no-referrer"),
     (b"cache-control", b"no-store"),
 ]
-# The interactive API docs load their page script from a CDN; everything else is data.
-_DOCS_PATHS = ("/docs", "/redoc")
+# Answers are data, but for the API docs page, which runs Swagger UI from this server.
 _CSP = (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'")
 
 
 class SecurityHeaders:
-    """ASGI middleware adding ``SECURITY_HEADERS`` (and a strict CSP outside the docs)."""
+    """ASGI middleware adding ``SECURITY_HEADERS`` and a CSP (strict, but for the docs page)."""
 
     def __init__(self, app: ASGIApp):
         self.app = app
@@ -25,9 +26,7 @@ class SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        extra = list(SECURITY_HEADERS)
-        if not scope["path"].startswith(_DOCS_PATHS):
-            extra.append(_CSP)
+        extra = [*SECURITY_HEADERS, DOCS_CSP if scope["path"] == "/docs" else _CSP]
 
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":

@@ -76,9 +76,9 @@ REST_RULES: dict[tuple[str, str], Rule] = {
     # the API's own description
     ("GET", "/openapi.json"): PUBLIC,
     ("GET", "/docs"): PUBLIC,
-    ("GET", "/docs/oauth2-redirect"): PUBLIC,
-    ("GET", "/redoc"): PUBLIC,
 }
+PUBLIC_PREFIXES = ("/docs/assets/",)
+"""Static files answered without a key: the API docs' scripts and styles."""
 
 GRPC_RULES: dict[str, Rule] = {
     "ServerLive": PUBLIC,
