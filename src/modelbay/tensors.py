@@ -34,6 +34,21 @@ NUMPY_TO_DATATYPE: dict[np.dtype[Any], str] = {v: k for k, v in DATATYPE_TO_NUMP
 DATATYPES = tuple(DATATYPE_TO_NUMPY)
 
 
+LOSSLESS_FROM: dict[str, tuple[str, ...]] = {
+    "FP64": ("FP32", "FP16", "INT32", "INT16", "INT8", "UINT32", "UINT16", "UINT8"),
+    "FP32": ("FP16", "INT16", "INT8", "UINT16", "UINT8"),
+    "INT64": ("INT32", "INT16", "INT8", "UINT32", "UINT16", "UINT8"),
+    "INT32": ("INT16", "INT8", "UINT16", "UINT8"),
+    "INT16": ("INT8", "UINT8"),
+    "UINT64": ("UINT32", "UINT16", "UINT8"),
+    "UINT32": ("UINT16", "UINT8"),
+    "UINT16": ("UINT8",),
+}
+"""Datatypes an input of each datatype also accepts, because every value converts exactly
+(FP32 into FP64, INT32 into INT64 ...); what could lose information (INT64 into FP64,
+FP64 into FP32) is refused."""
+
+
 def numpy_dtype(datatype: str) -> np.dtype[Any]:
     """The numpy dtype holding a V2 datatype; BYTES is an object array of ``bytes``."""
     try:
@@ -76,6 +91,11 @@ class TensorSpec(BaseModel):
         if any(d < -1 for d in value):
             raise ValueError("shape dimensions must be >= 0, or -1 for a variable dimension")
         return value
+
+    @property
+    def widened_from(self) -> tuple[str, ...]:
+        """Other datatypes this tensor accepts, converted without loss."""
+        return LOSSLESS_FROM.get(self.datatype, ())
 
     def accepts_shape(self, shape: tuple[int, ...] | list[int]) -> bool:
         if len(shape) != len(self.shape):
@@ -136,18 +156,27 @@ class Signature(BaseModel):
             param="outputs",
         )
 
-    def check_inputs(self, inputs: Mapping[str, np.ndarray], *, batched: bool = False) -> None:
+    def check_inputs(
+        self, inputs: Mapping[str, np.ndarray], *, batched: bool = False
+    ) -> dict[str, np.ndarray]:
         """Names, datatypes and shapes of request inputs against this signature (400);
+        returns the inputs, each widened to its declared datatype where that loses nothing.
         ``batched``: requests are stacked along the first axis, so every input needs one,
         of one length."""
+        conformed: dict[str, np.ndarray] = {}
         for name, array in inputs.items():
             spec = self.input(name)
             got = datatype_of(array)
             if got != spec.datatype:
-                raise InvalidRequest(
-                    f"input '{name}' has datatype {got}; the model expects {spec.datatype}",
-                    param="inputs",
-                )
+                if got not in spec.widened_from:
+                    also = f" (or {', '.join(spec.widened_from)})" if spec.widened_from else ""
+                    raise InvalidRequest(
+                        f"input '{name}' has datatype {got}; the model expects "
+                        f"{spec.datatype}{also}",
+                        param="inputs",
+                    )
+                array = array.astype(DATATYPE_TO_NUMPY[spec.datatype])
+            conformed[name] = array
             if not spec.accepts_shape(array.shape):
                 raise InvalidRequest(
                     f"input '{name}' has shape {list(array.shape)}; the model expects "
@@ -162,7 +191,8 @@ class Signature(BaseModel):
                 param="inputs",
             )
         if batched:
-            _check_rows(inputs)
+            _check_rows(conformed)
+        return conformed
 
     def check_outputs(self, names: Iterable[str]) -> None:
         """Requested output names must exist (400 naming the valid ones)."""

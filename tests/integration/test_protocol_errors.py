@@ -50,10 +50,11 @@ def _tensor(**overrides: object) -> dict[str, object]:
     [
         (b'{"inputs": [', "invalid JSON"),
         (_tensor(shape=[1, 5], data=[1, 2, 3, 4, 5]), "shape [1, 5]; the model expects [-1, 4]"),
-        (_tensor(datatype="FP32"), "datatype FP32; the model expects FP64"),
+        (_tensor(datatype="INT64", data=[5, 3, 1, 0]), "datatype INT64; the model expects FP64"),
         (_tensor(name="pixels"), "input 'pixels' not found; inputs are 'input'"),
         (_tensor(shape=[1, 4], data=[1, 2, 3]), "needs 4 elements, data has 3"),
-        (_tensor(datatype="INT8", data=[1, 2, 3, 400]), None),
+        (_tensor(datatype="INT8", data=[1, 2, 3, 400]), "outside the range of INT8"),
+        (_tensor(datatype="FP32", data=[1e39, 1, 1, 1]), "outside the range of FP32"),
         ({"inputs": "x"}, "'inputs' must be a non-empty list"),
         ({**_tensor(), "outputs": [{"name": "nope"}]}, "output 'nope' not found"),
     ],
@@ -129,3 +130,19 @@ def test_the_infer_path_is_decoded_once(server: RunningServer, iris_model: str) 
     assert infer.json()["error"] == "model 'errors%2Diris' not found"
     once = iris_model.replace("-", "%2D")
     assert http.post(f"{server.url}/v2/models/{once}/infer", json=body).status_code == 200
+
+
+def test_fp32_input_is_widened_for_an_fp64_model_and_said_so(
+    server: RunningServer, iris_model: str
+) -> None:
+    # Most clients send FP32; the scikit-learn model takes FP64 and refused it.
+    x = [5.0, 3.5, 1.5, 0.25]  # exact in FP32 too, so both answers are the same
+    widened = _infer(server, _tensor(datatype="FP32", data=x))
+    exact = _infer(server, _tensor(data=x))
+    assert widened.status_code == 200, widened.text
+    assert widened.json()["outputs"] == exact.json()["outputs"]
+    metadata = http.get(f"{server.url}/v2/models/{iris_model}").json()
+    accepts = metadata["inputs"][0]["parameters"]["accepts"]
+    assert "FP32" in accepts
+    assert "INT64" not in accepts  # it could lose information: refused
+    assert "parameters" not in metadata["outputs"][0]

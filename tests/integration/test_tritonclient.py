@@ -38,7 +38,14 @@ def test_tritonclient_reads_server_and_model_metadata(
     assert server_meta["name"] == "modelbay"
     assert "binary_tensor_data" in server_meta["extensions"]
     model_meta = client.get_model_metadata("triton-mlp", model_version="1")
-    assert model_meta["inputs"] == [{"name": "x", "datatype": "FP32", "shape": [-1, 4]}]
+    assert model_meta["inputs"] == [
+        {
+            "name": "x",
+            "datatype": "FP32",
+            "shape": [-1, 4],
+            "parameters": {"accepts": ["FP16", "INT16", "INT8", "UINT16", "UINT8"]},
+        }
+    ]
     assert client.is_model_ready("triton-mlp", model_version="1")
 
 

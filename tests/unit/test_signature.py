@@ -73,3 +73,21 @@ def test_a_scalar_input_cannot_be_batched() -> None:
     )
     with pytest.raises(InvalidRequest, match="'s' is a scalar"):
         scalar.check_inputs({"s": np.float32(1.0).reshape(())}, batched=True)
+
+
+def test_inputs_are_widened_only_where_no_value_can_change() -> None:
+    fp64 = Signature.parse(
+        {
+            "inputs": [{"name": "x", "datatype": "FP64", "shape": [-1, 2]}],
+            "outputs": [{"name": "y", "datatype": "FP64", "shape": [-1]}],
+        }
+    )
+    x = np.array([[0.1, 3.0]], np.float32)
+    widened = fp64.check_inputs({"x": x})["x"]
+    assert widened.dtype == np.float64
+    np.testing.assert_array_equal(widened, x.astype(np.float64))
+    assert fp64.check_inputs({"x": np.array([[1, 2]], np.int32)})["x"].dtype == np.float64
+    with pytest.raises(InvalidRequest, match=r"INT64; the model expects FP64 \(or FP32, FP16"):
+        fp64.check_inputs({"x": np.array([[1, 2]], np.int64)})
+    with pytest.raises(InvalidRequest, match="FP64; the model expects FP32"):
+        SIG.check_inputs({"x": np.zeros((1, 3))})  # narrowing is never done

@@ -18,6 +18,7 @@ from modelbay.protocols.v2_types import (
     ServerLiveResponse,
     ServerMetadataResponse,
     ServerReadyResponse,
+    TensorMetadata,
 )
 from modelbay.tensors import DATATYPES
 
@@ -133,13 +134,17 @@ def ready(ctx: ContextDep) -> ServerReadyResponse:
     "/models/{name}",
     summary="Model metadata (deployed or latest version)",
     responses=error_responses(404),
+    response_model_exclude_none=True,
 )
 def model_metadata(ctx: ContextDep, name: str) -> ModelMetadataResponse:
     return _metadata(ctx, name, None)
 
 
 @router.get(
-    "/models/{name}/versions/{version}", summary="Model metadata", responses=error_responses(404)
+    "/models/{name}/versions/{version}",
+    summary="Model metadata",
+    responses=error_responses(404),
+    response_model_exclude_none=True,
 )
 def version_metadata(ctx: ContextDep, name: str, version: str) -> ModelMetadataResponse:
     return _metadata(ctx, name, version)
@@ -193,7 +198,7 @@ def _metadata(ctx: AppContext, name: str, ref: str | None) -> ModelMetadataRespo
         name=meta.name,
         versions=meta.versions,
         platform=meta.platform,
-        inputs=meta.signature.inputs,
+        inputs=[TensorMetadata.of(spec) for spec in meta.signature.inputs],
         outputs=meta.signature.outputs,
     )
 

@@ -233,6 +233,11 @@ def _from_json(
             ) from None
         if raw.size and not _compatible(raw.dtype, dtype):
             raise InvalidRequest(f"tensor '{name}': data are not {datatype} values", param="data")
+        if raw.size and not _within_range(raw, dtype):
+            raise InvalidRequest(
+                f"tensor '{name}': data has values outside the range of {datatype}",
+                param="data",
+            )
         array = raw.astype(dtype, copy=False)
     if array.size != count:
         raise InvalidRequest(
@@ -248,6 +253,18 @@ def _compatible(got: np.dtype[Any], want: np.dtype[Any]) -> bool:
     if want.kind in "iu":
         return got.kind in "iu"
     return got.kind in "iuf"
+
+
+def _within_range(raw: np.ndarray, want: np.dtype[Any]) -> bool:
+    """Whether every value of ``raw`` fits ``want`` (a cast would wrap integers and turn
+    large floats into infinity, silently)."""
+    if want.kind in "iu" and raw.dtype.kind in "iu":
+        info = np.iinfo(want)
+        return bool(raw.min() >= info.min and raw.max() <= info.max)
+    if want.kind == "f" and raw.dtype.itemsize > want.itemsize:
+        limit = np.finfo(want).max  # JSON has no infinities: every value is finite
+        return bool(raw.min() >= -limit and raw.max() <= limit)
+    return True
 
 
 def _from_binary(

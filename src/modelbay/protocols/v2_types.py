@@ -27,11 +27,23 @@ class ServerMetadataResponse(BaseModel):
     extensions: list[str]
 
 
+class TensorMetadata(TensorSpec):
+    """A tensor of the model; ``parameters.accepts`` lists other datatypes an input takes
+    and converts without loss (FP32 for an FP64 input ...)."""
+
+    parameters: dict[str, Any] | None = None
+
+    @classmethod
+    def of(cls, spec: TensorSpec) -> TensorMetadata:
+        widened = spec.widened_from
+        return cls(**spec.model_dump(), parameters={"accepts": list(widened)} if widened else None)
+
+
 class ModelMetadataResponse(BaseModel):
     name: str
     versions: list[str]
     platform: str
-    inputs: list[TensorSpec]
+    inputs: list[TensorMetadata]
     outputs: list[TensorSpec]
 
 

@@ -136,7 +136,7 @@ class InferenceService:
     ) -> InferResult:
         target = await self.loaded(name, ref)
         signature = target.signature
-        signature.check_inputs(inputs, batched=isinstance(target, VersionServer))
+        inputs = signature.check_inputs(inputs, batched=isinstance(target, VersionServer))
         if outputs:
             signature.check_outputs(outputs)
         wanted = outputs or [s.name for s in signature.outputs]
