@@ -7,6 +7,7 @@ replica, scaled and undeployed, all as the real console script against the real 
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -96,13 +97,43 @@ def test_cli_predict_is_answered_by_the_deployment(
     assert batches(server, MODEL) == before + 1
 
 
-def test_deploying_a_deployed_model_fails_with_exit_1(
-    server: RunningServer, deployed: dict[str, Any]
+def test_deploy_again_changes_the_deployment_in_place_and_says_what_changed(
+    server: RunningServer, deployed: dict[str, Any], onnx_model: BuiltModel
 ) -> None:
-    result = modelbay(server.url, "deploy", MODEL)
-    assert result.returncode == 1
-    assert result.stderr.startswith("error: ")
-    assert "already deployed" in result.stderr
+    # It failed: "already deployed; change the deployment or undeploy it".
+    x = iris()[0][:2].astype(np.float32)
+    out = ok(modelbay(server.url, "deploy", MODEL, "--max-batch-size", "4"))
+    assert f"updated {MODEL}: max_batch_size 8 → 4" in out
+    mine = listed(server, MODEL)
+    assert mine is not None
+    assert mine["config"]["max_batch_size"] == 4
+    assert mine["config"]["max_replicas"] == deployed["config"]["max_replicas"]  # unchanged
+    unchanged = ok(modelbay(server.url, "deploy", MODEL, "--max-batch-size", "4"))
+    assert f"{MODEL} is already deployed as asked; nothing changed" in unchanged
+    # A new version pinned: rolled in while requests keep being answered.
+    ok(modelbay(server.url, "models", "push", str(onnx_model.path), "--name", MODEL))
+    codes: list[int] = []
+    stop = threading.Event()
+
+    def hammer() -> None:
+        with Client(server.url) as client:
+            while not stop.is_set():
+                try:
+                    client.predict(MODEL, {"x": x})
+                    codes.append(200)
+                except ApiError as exc:
+                    codes.append(exc.status)
+
+    thread = threading.Thread(target=hammer)
+    thread.start()
+    try:
+        rolled = ok(modelbay(server.url, "deploy", f"{MODEL}:2"))
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+    assert f"updated {MODEL}: version latest → 2" in rolled
+    assert codes
+    assert set(codes) == {200}, codes
 
 
 def test_scale_changes_the_replica_range(server: RunningServer, deployed: dict[str, Any]) -> None:

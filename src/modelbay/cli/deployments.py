@@ -73,7 +73,11 @@ def deploy(
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Serve a model version with replicas, batching and admission control."""
+    """Serve a model version with replicas, batching and admission control.
+
+    Run again with other settings, it changes the deployment in place (a rolling update,
+    no failed requests) and prints what changed; settings not given stay as they are.
+    """
     if canary_weight is not None and canary is None:
         raise typer.BadParameter("needs --canary VERSION|ALIAS", param_hint="--canary-weight")
     config: dict[str, Any] = {
@@ -87,16 +91,23 @@ def deploy(
     }
     target = "latest" if ref.version is None else ref.version
     with connect(ctx) as client, _spinner(ref, enabled=not (no_wait or as_json)):
-        record = client.deploy(
+        record, changes = client.apply_deployment(
             ref.name,
             target,
             canary_version=canary,
-            canary_weight=canary_weight or 0,
+            canary_weight=canary_weight,
             wait=not no_wait,
             **config,
         )
     served = str(ref) if ref.version is not None else f"{ref.name} (latest, following pushes)"
-    _print(record, as_json, f"{'deploying' if no_wait else 'deployed'} {served}")
+    if changes is None:
+        headline = f"{'deploying' if no_wait else 'deployed'} {served}"
+    elif not changes:
+        headline = f"{ref.name} is already deployed as asked; nothing changed"
+    else:
+        changed = ", ".join(f"{key} {before} → {after}" for key, (before, after) in changes.items())
+        headline = f"{'updating' if no_wait else 'updated'} {ref.name}: {changed}"
+    _print(record, as_json, headline)
 
 
 def undeploy(ctx: typer.Context, name: NameArg) -> None:

@@ -18,7 +18,7 @@ import numpy as np
 
 from modelbay import __version__
 from modelbay.client.access import AccessCalls
-from modelbay.client.deployments import WAIT_TIMEOUT_S, DeploymentCalls
+from modelbay.client.deployments import WAIT_TIMEOUT_S, DeploymentCalls, deployment_changes
 from modelbay.client.errors import ApiError, raise_for_status
 from modelbay.client.uploads import ProgressCallback, ProgressReader, UploadProgress, collect_files
 from modelbay.errors import ArtifactCorrupted, ModelbayError
@@ -216,6 +216,41 @@ class Client(AccessCalls):
         body = {"model": name, "version": version, "canary_version": canary_version}
         body.update(canary_weight=canary_weight, **config)
         return self._deployments.create(body, wait=wait, timeout=timeout)
+
+    def apply_deployment(
+        self,
+        name: str,
+        version: int | str = "latest",
+        *,
+        canary_version: int | str | None = None,
+        canary_weight: int | None = None,
+        wait: bool = True,
+        timeout: float = WAIT_TIMEOUT_S,
+        **config: Any,
+    ) -> tuple[dict[str, Any], dict[str, tuple[Any, Any]] | None]:
+        """Deploy ``name`` as asked: create the deployment, or change the existing one in
+        place (a rolling update) where it differs. Settings left ``None`` stay as they are.
+
+        Returns the record and the changes as ``{field: (before, after)}``, None when the
+        deployment was created.
+        """
+        try:
+            current = self.get_deployment(name)
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+            body = {"version": version, "canary_version": canary_version, **config}
+            return self.deploy(
+                name, canary_weight=canary_weight or 0, wait=wait, timeout=timeout, **body
+            ), None
+        wanted = {"version": version, "canary_version": canary_version}
+        wanted.update(canary_weight=canary_weight, **config)
+        changes = deployment_changes(current, wanted)
+        if not changes:
+            return (self._deployments.wait_serving(current, timeout) if wait else current), {}
+        fields = {key: after for key, (_, after) in changes.items()}
+        record = self._deployments.update(name, fields, wait=wait, timeout=timeout)
+        return record, changes
 
     def update_deployment(self, name: str, *, wait: bool = False, **fields: Any) -> dict[str, Any]:
         """Change ``version``, canary (``canary_version=""`` removes it) or serving settings."""

@@ -127,6 +127,28 @@ def progress_text(status: Mapping[str, Any]) -> str:
     return "; ".join(parts)
 
 
+def deployment_changes(
+    current: Mapping[str, Any], wanted: Mapping[str, Any]
+) -> dict[str, tuple[Any, Any]]:
+    """``{field: (now, wanted)}`` for each field of ``wanted`` given (not None) that differs
+    from the deployment ``current`` (``version`` and ``canary_version`` are its targets)."""
+    now = {
+        **current.get("config", {}),
+        "version": current.get("target"),
+        "canary_version": current.get("canary_target"),
+        "canary_weight": current.get("canary_weight"),
+    }
+    changes = {}
+    for key, value in wanted.items():
+        if value is None:
+            continue
+        if key in ("version", "canary_version"):
+            value = str(value)
+        if now.get(key) != value:
+            changes[key] = (now.get(key), value)
+    return changes
+
+
 def _wire(fields: Mapping[str, Any]) -> dict[str, Any]:
     # None keeps the server's default (create) or current value (update); the API takes
     # version references as strings: a number, an alias, or "latest".
