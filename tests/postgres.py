@@ -29,39 +29,56 @@ def _free_port() -> int:
         return port
 
 
+class Cluster:
+    """A PostgreSQL cluster in a temp dir, on a free port; ``stop`` takes it down early."""
+
+    def __init__(self, bin_dir: Path):
+        self.bin_dir = bin_dir
+        self.root = Path(tempfile.mkdtemp(prefix="modelbay-pg-"))
+        self.prefix: list[str] = []
+        if os.geteuid() == 0:  # initdb refuses to run as root
+            user = pwd.getpwnam("postgres")
+            os.chown(self.root, user.pw_uid, user.pw_gid)
+            self.prefix = ["runuser", "-u", "postgres", "--"]
+        self.data, self.port = self.root / "data", _free_port()
+        self.url = f"postgresql+psycopg://modelbay@127.0.0.1:{self.port}/postgres"
+        self.running = False
+
+    def start(self) -> None:
+        self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "modelbay")
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
+        log = str(self.root / "log")
+        self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", log, "-w", "start")
+        self.running = True
+
+    def stop(self) -> None:
+        if self.running:
+            self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "stop")
+            self.running = False
+
+    def _run(self, tool: str, *args: str) -> None:
+        command = [*self.prefix, str(self.bin_dir / tool), *args]
+        subprocess.run(command, check=True, capture_output=True, timeout=120)
+
+
 @contextmanager
-def postgres_server() -> Iterator[str | None]:
-    """Yields a SQLAlchemy URL, or None when no PostgreSQL server binaries are installed."""
+def postgres_cluster() -> Iterator[Cluster | None]:
+    """A running cluster, or None when no PostgreSQL server binaries are installed."""
     bin_dir = _bin_dir()
     if bin_dir is None:
         yield None
         return
-    root = Path(tempfile.mkdtemp(prefix="modelbay-pg-"))
-    prefix: list[str] = []
-    if os.geteuid() == 0:  # initdb refuses to run as root
-        user = pwd.getpwnam("postgres")
-        os.chown(root, user.pw_uid, user.pw_gid)
-        prefix = ["runuser", "-u", "postgres", "--"]
-    data, port = root / "data", _free_port()
-
-    def run(*args: str) -> None:
-        subprocess.run([*prefix, *args], check=True, capture_output=True, timeout=120)
-
-    run(str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "modelbay")
-    options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
-    run(
-        str(bin_dir / "pg_ctl"),
-        "-D",
-        str(data),
-        "-o",
-        options,
-        "-l",
-        str(root / "log"),
-        "-w",
-        "start",
-    )
+    cluster = Cluster(bin_dir)
     try:
-        yield f"postgresql+psycopg://modelbay@127.0.0.1:{port}/postgres"
+        cluster.start()
+        yield cluster
     finally:
-        run(str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop")
-        shutil.rmtree(root, ignore_errors=True)
+        cluster.stop()
+        shutil.rmtree(cluster.root, ignore_errors=True)
+
+
+@contextmanager
+def postgres_server() -> Iterator[str | None]:
+    """Yields a SQLAlchemy URL, or None when no PostgreSQL server binaries are installed."""
+    with postgres_cluster() as cluster:
+        yield None if cluster is None else cluster.url

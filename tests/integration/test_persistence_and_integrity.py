@@ -7,9 +7,11 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import pytest
 from tests.integration import http
 from tests.integration.conftest import RunningServer, upload
 from tests.integration.models import build_onnx, build_sklearn, iris
+from tests.postgres import postgres_cluster
 
 from modelbay.registry import make_engine
 from modelbay.registry.locks import RegistryLock
@@ -137,3 +139,22 @@ def test_two_servers_on_one_postgresql_never_collect_a_blob_the_other_reuses(
     finally:
         second.stop()
         first.stop()
+
+
+def test_readiness_is_a_cheap_database_check_that_fails_with_503(tmp_path: Path) -> None:
+    with postgres_cluster() as cluster:
+        if cluster is None:
+            pytest.skip("PostgreSQL server binaries (initdb) not installed")
+        server = RunningServer(
+            tmp_path / "data", tmp_path / "log", env={"MODELBAY_DATABASE_URL": cluster.url}
+        )
+        server.start()
+        try:
+            assert httpx.get(f"{server.url}/v2/health/ready").json() == {"ready": True}
+            cluster.stop()
+            down = httpx.get(f"{server.url}/v2/health/ready", timeout=30)
+            assert down.status_code == 503
+            assert down.json() == {"ready": False}
+            assert httpx.get(f"{server.url}/v2/health/live").status_code == 200
+        finally:
+            server.stop()

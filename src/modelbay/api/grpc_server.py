@@ -131,8 +131,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ServerReady(
         self, request: pb.ServerReadyRequest, context: grpc.aio.ServicerContext
     ) -> pb.ServerReadyResponse:
-        await asyncio.to_thread(self.ctx.registry.list_models)  # the registry answers
-        return pb.ServerReadyResponse(ready=True)
+        return pb.ServerReadyResponse(ready=await asyncio.to_thread(self.ctx.registry.reachable))
 
     @_guarded
     async def ServerMetadata(

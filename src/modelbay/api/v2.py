@@ -124,10 +124,14 @@ def live() -> ServerLiveResponse:
     return ServerLiveResponse(live=True)
 
 
-@router.get("/health/ready", summary="Server readiness")
-def ready(ctx: ContextDep) -> ServerReadyResponse:
-    ctx.registry.list_models()  # the registry answers: the server can serve
-    return ServerReadyResponse(ready=True)
+@router.get(
+    "/health/ready",
+    summary="Server readiness: its database answers",
+    responses={503: {"model": ServerReadyResponse, "description": "The database does not answer"}},
+)
+def ready(ctx: ContextDep) -> Response:
+    ok = ctx.registry.reachable()
+    return JSONResponse(ServerReadyResponse(ready=ok).model_dump(), 200 if ok else 503)
 
 
 @router.get(

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Engine, func, or_, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from modelbay.errors import Conflict, InvalidRequest, NotFound
@@ -95,6 +95,15 @@ class Registry:
                 return _model_record(row)
         except IntegrityError:
             raise Conflict(f"model '{name}' already exists", param="name") from None
+
+    def reachable(self) -> bool:
+        """Whether the database answers (``SELECT 1``): the readiness check, cheap."""
+        try:
+            with self._session() as s:
+                s.execute(select(1))
+        except SQLAlchemyError:
+            return False
+        return True
 
     def list_models(self, visible_to: int | None = None) -> list[ModelRecord]:
         """Every model, or those tenant ``visible_to`` owns or was given (shared, public)."""
