@@ -48,6 +48,11 @@ class RunningServer:
         # The server's settings come from this fixture only, not from the caller's shell.
         env = {k: v for k, v in os.environ.items() if not k.startswith("MODELBAY_")}
         env.update(HF_HUB_OFFLINE="1", MODELBAY_LOG_LEVEL="warning", MODELBAY_ADMIN_KEY=ADMIN_KEY)
+        # Every test client is 127.0.0.1: tests that look for their refusals in the audit
+        # log need each one audited, not summed up with the session's others.
+        env.update(
+            MODELBAY_AUDIT_REFUSALS_PER_CLIENT="1000000", MODELBAY_AUDIT_REFUSALS_TOTAL="1000000"
+        )
         env.update(self.extra_env)
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(

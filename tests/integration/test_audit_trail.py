@@ -77,7 +77,12 @@ def test_a_flood_of_bad_keys_is_audited_as_a_few_events_and_one_summary(
     running = RunningServer(
         tmp_path / "data",
         tmp_path / "log",
-        env={"MODELBAY_AUDIT_REFUSALS_WINDOW_S": "2", "MODELBAY_USAGE_FLUSH_INTERVAL_S": "0.2"},
+        env={
+            "MODELBAY_AUDIT_REFUSALS_WINDOW_S": "2",
+            "MODELBAY_AUDIT_REFUSALS_PER_CLIENT": "5",
+            "MODELBAY_AUDIT_REFUSALS_TOTAL": "100",
+            "MODELBAY_USAGE_FLUSH_INTERVAL_S": "0.2",
+        },
     )
     running.start()
     try:
@@ -101,7 +106,7 @@ def test_a_flood_of_bad_keys_is_audited_as_a_few_events_and_one_summary(
         events = http.get(f"{running.url}/api/v1/audit", params={"limit": 1000}).json()["events"]
         one_by_one = [e for e in events if e["action"] == "auth.denied"]
         (summary,) = held_back()
-        assert len(one_by_one) == 5  # the default share of one client in a window
+        assert len(one_by_one) == 5  # one client's share of a window
         assert summary["details"]["held_back"] == 115
         assert summary["details"]["top_clients"] == {"127.0.0.1": 115}
         assert http.get(f"{running.url}/api/v1/audit/verify").json()["ok"]
