@@ -16,6 +16,7 @@ import numpy as np
 import orjson
 
 from modelbay.errors import InvalidRequest
+from modelbay.protocols.json_header import parse_request
 from modelbay.tensors import (
     bytes_items,
     datatype_of,
@@ -56,7 +57,7 @@ class InferRequest:
 def decode_request(body: bytes, header_length: int | None = None) -> InferRequest:
     """Decode a V2 infer request body; errors name the offending field (400)."""
     header, rest = _split(body, header_length)
-    doc = _object(_loads(header), "request")
+    doc = _object(parse_request(header), "request")
     raw_inputs = doc.get("inputs")
     if not isinstance(raw_inputs, list) or not raw_inputs:
         raise InvalidRequest("'inputs' must be a non-empty list of tensors", param="inputs")
@@ -225,7 +226,7 @@ def _from_json(
         array[:] = [x.encode() for x in flat]
     else:
         try:
-            raw = np.asarray(data)
+            raw = data if isinstance(data, np.ndarray) else np.asarray(data)
         except ValueError:
             raise InvalidRequest(
                 f"tensor '{name}': data is ragged; give a flat list or equal-length rows",
@@ -239,6 +240,8 @@ def _from_json(
                 param="data",
             )
         array = raw.astype(dtype, copy=False)
+        if not array.flags.writeable:  # straight from the parser's buffer
+            array = array.copy()
     if array.size != count:
         raise InvalidRequest(
             f"tensor '{name}': shape {shape} needs {count} elements, data has {array.size}",

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import struct
 
 import numpy as np
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from modelbay.errors import InvalidRequest
 from modelbay.protocols import v2
@@ -131,6 +134,10 @@ def test_binary_input_is_read_from_after_the_json_header() -> None:
             _json(
                 {"inputs": [{"name": "x", "datatype": "FP32", "shape": [2], "data": [[1], [2, 3]]}]}
             ),
+            "shape [2] needs 2 elements, data has 3",  # nested data is read flattened
+        ),
+        (
+            _json({"inputs": [{"name": "x", "datatype": "BOOL", "shape": [2], "data": [[1], []]}]}),
             "ragged",
         ),
         (_json({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1]}]}), "'data' is missing"),
@@ -227,3 +234,41 @@ def test_bytes_binary_elements_are_length_prefixed() -> None:
     payload += b"\x00\x00"  # two bytes too many: a truncated third element
     with pytest.raises(InvalidRequest, match="truncated"):
         v2.decode_request(header + payload, len(header))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    datatype=st.sampled_from(["FP16", "FP32", "FP64", "INT8", "INT32", "INT64", "UINT8", "UINT64"]),
+    values=st.lists(
+        st.one_of(
+            st.integers(min_value=-(2**64), max_value=2**64),
+            st.floats(allow_nan=False, allow_infinity=False),
+        ),
+        max_size=12,
+    ),
+)
+def test_json_data_decodes_as_numpy_would_read_the_same_values(
+    datatype: str, values: list[float | int]
+) -> None:
+    # simdjson reads numbers straight into numpy; the answer must be the one (or the
+    # refusal) the plain path, Python values through np.asarray, gives.
+    tensor = {"name": "x", "datatype": datatype, "shape": [len(values)], "data": values}
+    body = json.dumps({"inputs": [tensor]}).encode()  # integers beyond 64 bits too
+    dtype = v2.numpy_dtype(datatype)
+    try:
+        expected = np.asarray(values) if values else np.asarray(values, dtype)
+        plain_ok = (
+            expected.dtype.kind in "iuf"
+            and (dtype.kind == "f" or expected.dtype.kind in "iu")
+            and (not values or v2._within_range(expected, dtype))
+        )
+    except (OverflowError, ValueError):
+        plain_ok = False
+    if not plain_ok:
+        with pytest.raises(InvalidRequest):
+            v2.decode_request(body)
+        return
+    got = v2.decode_request(body).inputs["x"]
+    assert got.dtype == dtype
+    assert got.flags.writeable
+    np.testing.assert_array_equal(got, expected.astype(dtype))
