@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
+from starlette.types import ASGIApp
 
 from modelbay import __version__
 from modelbay.api import access as access_api
@@ -26,7 +27,7 @@ from modelbay.api.auth import (
     unguarded_routes,
 )
 from modelbay.api.context import AppContext
-from modelbay.api.errors import install_error_handlers
+from modelbay.api.errors import OpaqueServerErrors, install_error_handlers
 from modelbay.api.grpc_server import STOP_GRACE_S, start_grpc_server
 from modelbay.api.headers import SecurityHeaders
 from modelbay.api.limits import BodyLimit
@@ -178,11 +179,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(AuditTrail, audit=audit)
     app.add_middleware(SecurityHeaders)
-    app.add_middleware(
-        InferFastPath, inference=inference, guard=guard, max_body=settings.max_request_bytes
+    # What uvicorn serves: key checks and the V2 infer fast path in front of FastAPI, outside
+    # its own middleware (error pages, telemetry, body limits) that the hot path never needs.
+    fast_path = InferFastPath(
+        app, inference=inference, guard=guard, max_body=settings.max_request_bytes
     )
-    app.add_middleware(Gatekeeper, guard=guard, public=public_paths(rules))
+    app.state.edge = OpaqueServerErrors(
+        Gatekeeper(fast_path, guard=guard, public=public_paths(rules))
+    )
     return app
+
+
+def edge_of(app: FastAPI) -> ASGIApp:
+    """The ASGI app to serve for ``app`` (made by ``create_app``)."""
+    edge: ASGIApp = app.state.edge
+    return edge
 
 
 async def _flush(guard: Guard, interval_s: float) -> None:

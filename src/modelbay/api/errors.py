@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 from starlette.routing import Match, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from modelbay.errors import ModelbayError
 from modelbay.security.limits import whole_seconds
@@ -62,6 +63,35 @@ def retry_after_value(seconds: float) -> str:
     """``Retry-After`` takes whole seconds; round up so clients never come back too early
     (and at most a day later, whatever ``seconds`` is)."""
     return str(max(1, whole_seconds(seconds)))
+
+
+class OpaqueServerErrors:
+    """ASGI middleware for what runs outside FastAPI's own error handling: an exception that
+    escapes is logged with an incident id and answered as an opaque 500, if nothing was sent
+    yet."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking)
+        except Exception:
+            incident = uuid.uuid4().hex[:12]
+            log.exception("unhandled error %s on %s %s", incident, scope["method"], scope["path"])
+            if not started:
+                answer = error_response(500, f"internal server error (incident {incident})")
+                await answer(scope, receive, send)
 
 
 def install_error_handlers(app: FastAPI) -> None:

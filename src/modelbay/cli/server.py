@@ -112,7 +112,7 @@ def _run(settings: Any, *, demo: bool) -> None:
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     import uvicorn
 
-    from modelbay.api import create_app
+    from modelbay.api import create_app, edge_of
 
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
@@ -133,7 +133,7 @@ def _run(settings: Any, *, demo: bool) -> None:
         tour = _tour(f"{scheme}://{settings.host}:{settings.port}", settings)
     # uvicorn's default context accepts TLS 1.2 and newer only; its banner then says https://.
     config = uvicorn.Config(
-        app,
+        edge_of(app),
         host=settings.host,
         port=settings.port,
         ssl_certfile=settings.tls_cert_file,
