@@ -31,6 +31,14 @@ def cifar_cnn(path: Path) -> None:
     _export(Net(), (1, 3, 32, 32), path)
 
 
+def mlp(path: Path) -> None:
+    """A 64 -> 128 -> 10 MLP (the digits shape), input [N,64]: nearly free to run, so a
+    server's per-request overhead is all there is to measure."""
+    from torch import nn
+
+    _export(nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10)), (1, 64), path)
+
+
 def resnet18_style(path: Path) -> None:
     """A ResNet-18-style CNN (4 stages of 2 basic blocks, 64-512 channels), input [N,3,64,64]."""
     import torch

@@ -1,9 +1,12 @@
 """Serving benchmark: the real server under load from separate processes, side by side
 with the in-process limit of the same runtime, printing ratios measured in one run.
 
-    .venv/bin/python bench/serving.py [--seconds 5] [--only cifar,resnet,binary,overload,kill]
+    .venv/bin/python bench/serving.py [--seconds 5] [--only json,cifar,resnet,binary,overload,kill]
 
 Scenarios (models are built here with random weights; only speed is measured):
+  json      what peers are compared on: the CIFAR CNN ("LeNet") and a 64-128-10 MLP, V2 JSON
+            bodies, batching 32 / 5 ms, one replica, at 16 and 64 clients: req/s, p50, p99,
+            p99/p50 and server CPU per request (JSON and binary)
   cifar     the CIFAR-10 CNN of seed 000 at 64 clients: max_batch_size=64 vs 1
   resnet    a ResNet-18-style CNN on [N,3,64,64]: served vs in-process best batch
   binary    a [1,3,224,224] FP32 request: server CPU per request, JSON vs binary
@@ -35,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from loadgen import LoadResult, http_request, run_load  # noqa: E402
-from models import cifar_cnn, image_mean, resnet18_style  # noqa: E402
+from models import cifar_cnn, image_mean, mlp, resnet18_style  # noqa: E402
 
 from modelbay.protocols import v2  # noqa: E402
 
@@ -150,6 +153,25 @@ def _in_process(
             calls += 1
         result[batch] = calls * batch / (time.perf_counter() - start)
     return result
+
+
+def scenario_json(server: Server, models: Path, seconds: float) -> None:
+    print("\n[json] V2 JSON (and binary) bodies, batching 32 / 5 ms, one replica")
+    for name, shape in (("cifar", (1, 3, 32, 32)), ("mlp", (1, 64))):
+        server.push(f"json-{name}", models / f"{name}.onnx")
+        server.deploy(f"json-{name}", max_batch_size=32, max_queue_delay_ms=5)
+        x = np.random.default_rng(1).random(shape, np.float32)
+        for binary in (False, True):
+            request = infer_request(server, f"json-{name}", x, binary=binary)
+            run_load(server.port, request, 16, 1)  # warm up
+            for clients in (16, 64):
+                before = server.cpu_seconds()
+                result = run_load(server.port, request, clients, seconds)
+                cpu_ms = 1000 * (server.cpu_seconds() - before) / max(1, len(result.latencies))
+                label = f"{name} {'binary' if binary else 'JSON'}, {clients} clients"
+                tail = result.percentile(0.99) / max(result.p50, 1e-9)
+                print(row(label, result) + f"   p99/p50 {tail:4.1f}   CPU {cpu_ms:.3f} ms/req")
+        server.http.delete(f"/api/v1/deployments/json-{name}")
 
 
 def scenario_cifar(server: Server, models: Path, seconds: float) -> float:
@@ -281,18 +303,21 @@ def scenario_kill(server: Server, models: Path, seconds: float) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="per measurement")
-    parser.add_argument("--only", default="cifar,resnet,binary,overload,kill")
+    parser.add_argument("--only", default="json,cifar,resnet,binary,overload,kill")
     args = parser.parse_args()
     only = set(args.only.split(","))
     tmp = Path(tempfile.mkdtemp(prefix="modelbay-bench-"))
     models = tmp / "models"
     models.mkdir()
     cifar_cnn(models / "cifar.onnx")
+    mlp(models / "mlp.onnx")
     resnet18_style(models / "resnet.onnx")
     image_mean(models / "mean224.onnx")
     print(f"modelbay serving benchmark: {os.cpu_count()} CPUs, {args.seconds:g} s per load run")
     server = Server(tmp / "data")
     try:
+        if "json" in only:
+            scenario_json(server, models, args.seconds)
         sustained = scenario_cifar(server, models, args.seconds) if "cifar" in only else 0.0
         if "resnet" in only:
             scenario_resnet(server, models, args.seconds)

@@ -9,6 +9,7 @@ It exits on ``Shutdown`` or when the frontend's end of the socket closes.
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import socket
@@ -61,6 +62,7 @@ def serve(sock: socket.socket, spec: ReplicaSpec) -> None:
         _send(sock, TaskFailed(-1, exc.status, exc.message, type(exc).__name__))
         return
     ready = ReplicaReady(os.getpid(), time.perf_counter() - started, runtime.signature.model_dump())
+    gc.freeze()  # the framework and the model stay: full collections skip them (see api/app.py)
     _send(sock, ready)
     while True:
         message = _receive(sock)
