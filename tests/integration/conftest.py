@@ -34,13 +34,12 @@ class RunningServer:
         self.data_dir = data_dir
         self.extra_env = env or {}
         self.log_path = log_path
-        self.port = _free_port()
+        self.port, self.grpc_port = _free_ports(2)
         self.scheme = "https" if "MODELBAY_TLS_CERT_FILE" in self.extra_env else "http"
         self.verify: ssl.SSLContext | bool = (
             ssl.create_default_context(cafile=ca_cert) if ca_cert else True
         )
         self.url = f"{self.scheme}://127.0.0.1:{self.port}"
-        self.grpc_port = _free_port()
         self.grpc_url = f"127.0.0.1:{self.grpc_port}"
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -147,11 +146,16 @@ def upload(
         )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+def _free_ports(n: int) -> list[int]:
+    """``n`` distinct free ports: all held at once while chosen, so no two are the same."""
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -9,7 +9,7 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,21 @@ def deploy(server: RunningServer, model: str, **fields: Any) -> dict[str, Any]:
     body: dict[str, Any] = r.json()
     wait_for(lambda: bool(status(server, model)["versions"]))
     return body
+
+
+@pytest.fixture
+def deployed(server: RunningServer) -> Iterator[Callable[..., dict[str, Any]]]:
+    """``deploy`` on the shared server, undeployed when the test ends (so no test leaves
+    replicas running for the ones after it)."""
+    names: list[str] = []
+
+    def make(model: str, **fields: Any) -> dict[str, Any]:
+        names.append(model)
+        return deploy(server, model, **fields)
+
+    yield make
+    for name in names:
+        http.delete(f"{server.url}/api/v1/deployments/{name}")
 
 
 def status(server: RunningServer, name: str) -> dict[str, Any]:
@@ -82,10 +97,10 @@ def metric(server: RunningServer, name: str, **labels: str) -> float:
 
 
 def test_batched_outputs_are_identical_to_unbatched(
-    server: RunningServer, onnx_model: BuiltModel
+    server: RunningServer, onnx_model: BuiltModel, deployed: Callable[..., dict[str, Any]]
 ) -> None:
     server.push("batched", onnx_model.path)
-    deploy(server, "batched", max_batch_size=16, max_queue_delay_ms=20)
+    deployed("batched", max_batch_size=16, max_queue_delay_ms=20)
     wait_for(lambda: ready_replicas(server, "batched") == 1)
     x = iris()[0].astype(np.float32)
     slices = [x[i : i + 1 + i % 3] for i in range(48)]  # requests of 1-3 rows each
@@ -103,7 +118,7 @@ def test_batched_outputs_are_identical_to_unbatched(
 
 
 def test_full_queue_answers_429_with_retry_after_and_deadline_504(
-    server: RunningServer, onnx_model: BuiltModel
+    server: RunningServer, onnx_model: BuiltModel, deployed: Callable[..., dict[str, Any]]
 ) -> None:
     server.push("admission", onnx_model.path)
     # Scaled to zero: the first requests wait in the queue through a cold start.
@@ -128,17 +143,17 @@ def test_full_queue_answers_429_with_retry_after_and_deadline_504(
     assert "overloaded" in refused.json()["error"]
 
     server.push("deadline", onnx_model.path)
-    deploy(server, "deadline", min_replicas=0, request_timeout_ms=1)
+    deployed("deadline", min_replicas=0, request_timeout_ms=1)
     response = infer(http.client(base_url=server.url, timeout=60), "deadline", x)
     assert response.status_code == 504, response.text
     assert "timeout" in response.json()["error"]
 
 
 def test_killed_replica_is_replaced_and_no_request_hangs(
-    server: RunningServer, onnx_model: BuiltModel
+    server: RunningServer, onnx_model: BuiltModel, deployed: Callable[..., dict[str, Any]]
 ) -> None:
     server.push("crashy", onnx_model.path)
-    deploy(server, "crashy", min_replicas=2, max_replicas=2)
+    deployed("crashy", min_replicas=2, max_replicas=2)
     wait_for(lambda: ready_replicas(server, "crashy") == 2)
     victim = status(server, "crashy")["versions"][0]["pids"][0]
     x = iris()[0][:4].astype(np.float32)
@@ -153,12 +168,13 @@ def test_killed_replica_is_replaced_and_no_request_hangs(
     threads = [threading.Thread(target=hammer) for _ in range(4)]
     for t in threads:
         t.start()
-    time.sleep(0.5)
+    wait_for(lambda: codes.total() >= 20)  # under load
     os.kill(victim, signal.SIGKILL)
     killed_at = time.monotonic()
     wait_for(lambda: ready_replicas(server, "crashy") == 2, timeout=5)
     replaced_in = time.monotonic() - killed_at
-    time.sleep(0.3)
+    answered = codes.total()
+    wait_for(lambda: codes.total() >= answered + 20)  # and served by the replacement too
     stop.set()
     for t in threads:
         t.join(timeout=30)
@@ -170,11 +186,13 @@ def test_killed_replica_is_replaced_and_no_request_hangs(
     assert metric(server, "modelbay_replica_restarts_total", model="crashy") == 1
 
 
-def test_alias_roll_fails_no_request(server: RunningServer, onnx_model: BuiltModel) -> None:
+def test_alias_roll_fails_no_request(
+    server: RunningServer, onnx_model: BuiltModel, deployed: Callable[..., dict[str, Any]]
+) -> None:
     server.push("rolling", onnx_model.path)
     server.push("rolling", onnx_model.path)
     http.put(f"{server.url}/api/v1/models/rolling/aliases/production", json={"version": 1})
-    deploy(server, "rolling", version="production")
+    deployed("rolling", version="production")
     wait_for(lambda: ready_replicas(server, "rolling", 1) == 1)
     x = iris()[0][:2].astype(np.float32)
     seen: list[tuple[int, str]] = []
@@ -190,10 +208,10 @@ def test_alias_roll_fails_no_request(server: RunningServer, onnx_model: BuiltMod
     threads = [threading.Thread(target=hammer) for _ in range(3)]
     for t in threads:
         t.start()
-    time.sleep(0.3)
+    wait_for(lambda: len(seen) >= 20)  # under load
     http.put(f"{server.url}/api/v1/models/rolling/aliases/production", json={"version": 2})
     wait_for(lambda: any(v == "2" for _, v in seen[-5:]), timeout=30)
-    time.sleep(0.3)
+    wait_for(lambda: sum(v == "2" for _, v in seen) >= 20)
     stop.set()
     for t in threads:
         t.join(timeout=30)
@@ -203,11 +221,11 @@ def test_alias_roll_fails_no_request(server: RunningServer, onnx_model: BuiltMod
 
 
 def test_canary_split_sends_traffic_to_both_versions(
-    server: RunningServer, onnx_model: BuiltModel
+    server: RunningServer, onnx_model: BuiltModel, deployed: Callable[..., dict[str, Any]]
 ) -> None:
     server.push("canary", onnx_model.path)
     server.push("canary", onnx_model.path)
-    deploy(server, "canary", version="1", canary_version="2", canary_weight=30)
+    deployed("canary", version="1", canary_version="2", canary_weight=30)
     wait_for(lambda: ready_replicas(server, "canary") == 2)
     x = iris()[0][:1].astype(np.float32)
     with http.client(base_url=server.url) as client:
@@ -274,7 +292,7 @@ def test_deployments_come_back_after_a_restart(
 
 
 def test_bad_deployments_are_refused_with_the_reason(
-    server: RunningServer, onnx_model: BuiltModel
+    server: RunningServer, onnx_model: BuiltModel, deployed: Callable[..., dict[str, Any]]
 ) -> None:
     server.push("refusals", onnx_model.path)
     url = f"{server.url}/api/v1/deployments"
@@ -290,7 +308,7 @@ def test_bad_deployments_are_refused_with_the_reason(
     assert http.post(url, json={"model": "nope"}).status_code == 404
     assert http.get(f"{url}/refusals").status_code == 404
 
-    deploy(server, "refusals", version="1", min_replicas=0)
+    deployed("refusals", version="1", min_replicas=0)
     assert http.post(url, json={"model": "refusals"}).status_code == 409
     pinned = http.delete(f"{server.url}/api/v1/models/refusals/versions/1")
     assert pinned.status_code == 409
@@ -302,11 +320,11 @@ def test_bad_deployments_are_refused_with_the_reason(
 
 
 def test_request_of_a_client_that_left_is_never_run(
-    server: RunningServer, onnx_model: BuiltModel
+    server: RunningServer, onnx_model: BuiltModel, deployed: Callable[..., dict[str, Any]]
 ) -> None:
     server.push("walkaway", onnx_model.path)
     # A lone request waits up to 1.5 s for others to join its batch.
-    deploy(server, "walkaway", max_batch_size=64, max_queue_delay_ms=1500)
+    deployed("walkaway", max_batch_size=64, max_queue_delay_ms=1500)
     wait_for(lambda: ready_replicas(server, "walkaway") == 1)
     body = json.dumps(request(iris()[0][:1].astype(np.float32))).encode()
     head = (
@@ -316,48 +334,43 @@ def test_request_of_a_client_that_left_is_never_run(
     ).encode()
     with socket.create_connection(("127.0.0.1", server.port)) as sock:
         sock.sendall(head + body)
-        time.sleep(0.3)
-    time.sleep(2.0)
+        wait_for(lambda: metric(server, "modelbay_queue_depth", model="walkaway") == 1)
+    # Once its client is gone, the request is answered 499 and taken out of the queue.
+    wait_for(lambda: metric(server, "modelbay_requests_total", model="walkaway", status="499") == 1)
+    assert metric(server, "modelbay_queue_depth", model="walkaway") == 0
     assert metric(server, "modelbay_batch_size_count", model="walkaway") == 0
-    assert metric(server, "modelbay_requests_total", model="walkaway", status="499") == 1
     with http.client(base_url=server.url) as client:  # the deployment still serves
         assert infer(client, "walkaway", iris()[0][:1].astype(np.float32)).status_code == 200
 
 
 def test_inputs_with_different_row_counts_are_refused_with_400(
-    server: RunningServer, tmp_path: Path
+    server: RunningServer, tmp_path: Path, deployed: Callable[..., dict[str, Any]]
 ) -> None:
     # The signature passed them and the batcher's ValueError answered 500.
     server.push("two-inputs", build_two_inputs_onnx(tmp_path))
-    deploy(server, "two-inputs")
-    try:
-        tensors = [
-            {"name": name, "datatype": "FP32", "shape": [rows, 2], "data": [0.0] * rows * 2}
-            for name, rows in (("a", 2), ("b", 3))
-        ]
-        response = http.post(f"{server.url}/v2/models/two-inputs/infer", json={"inputs": tensors})
-        assert response.status_code == 400, response.text
-        assert "'a' has 2, 'b' has 3" in response.json()["error"]
-    finally:
-        http.delete(f"{server.url}/api/v1/deployments/two-inputs").raise_for_status()
+    deployed("two-inputs")
+    tensors = [
+        {"name": name, "datatype": "FP32", "shape": [rows, 2], "data": [0.0] * rows * 2}
+        for name, rows in (("a", 2), ("b", 3))
+    ]
+    response = http.post(f"{server.url}/v2/models/two-inputs/infer", json={"inputs": tensors})
+    assert response.status_code == 400, response.text
+    assert "'a' has 2, 'b' has 3" in response.json()["error"]
 
 
 def test_replica_workers_inherit_none_of_modelbays_settings(
-    server: RunningServer, onnx_model: BuiltModel
+    server: RunningServer, onnx_model: BuiltModel, deployed: Callable[..., dict[str, Any]]
 ) -> None:
     # Workers inherited MODELBAY_ADMIN_KEY and the database URL; a model needs neither.
     server.push("envless", onnx_model.path)
-    deploy(server, "envless", min_replicas=1)
-    try:
-        wait_for(lambda: ready_replicas(server, "envless") == 1)
-        pid = status(server, "envless")["versions"][0]["pids"][0]
-        raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-        names = {entry.split(b"=", 1)[0].decode() for entry in raw if entry}
-        assert "PATH" in names
-        assert names.isdisjoint({"MODELBAY_ADMIN_KEY", "MODELBAY_LOG_LEVEL", "MODELBAY_API_KEY"})
-        assert not [n for n in names if n.startswith("MODELBAY_")]
-    finally:
-        http.delete(f"{server.url}/api/v1/deployments/envless").raise_for_status()
+    deployed("envless", min_replicas=1)
+    wait_for(lambda: ready_replicas(server, "envless") == 1)
+    pid = status(server, "envless")["versions"][0]["pids"][0]
+    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    names = {entry.split(b"=", 1)[0].decode() for entry in raw if entry}
+    assert "PATH" in names
+    assert names.isdisjoint({"MODELBAY_ADMIN_KEY", "MODELBAY_LOG_LEVEL", "MODELBAY_API_KEY"})
+    assert not [n for n in names if n.startswith("MODELBAY_")]
 
 
 def test_deleting_a_deployed_model_stops_its_replicas_at_once(
@@ -390,31 +403,28 @@ def _exited(pid: int) -> bool:
 
 
 def test_a_wedged_replica_answers_503_at_the_timeout_and_is_replaced(
-    server: RunningServer, tmp_path: Path
+    server: RunningServer, tmp_path: Path, deployed: Callable[..., dict[str, Any]]
 ) -> None:
     # One request kept a TorchScript model busy for minutes despite a 3 s request timeout,
     # and its deployment answered nothing else meanwhile.
     model, signature = build_spinning_torchscript(tmp_path)
     server.push("wedge", model, signature=signature.read_text())
-    deploy(server, "wedge", min_replicas=1, max_batch_size=1, request_timeout_ms=1500)
-    try:
-        wait_for(lambda: ready_replicas(server, "wedge") == 1)
-        (victim,) = status(server, "wedge")["versions"][0]["pids"]
+    deployed("wedge", min_replicas=1, max_batch_size=1, request_timeout_ms=1500)
+    wait_for(lambda: ready_replicas(server, "wedge") == 1)
+    (victim,) = status(server, "wedge")["versions"][0]["pids"]
 
-        def spin(n: float) -> httpx.Response:
-            body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 1], "data": [n]}]}
-            return http.post(f"{server.url}/v2/models/wedge/infer", json=body, timeout=60)
+    def spin(n: float) -> httpx.Response:
+        body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 1], "data": [n]}]}
+        return http.post(f"{server.url}/v2/models/wedge/infer", json=body, timeout=60)
 
-        wedged = spin(1e9)
-        assert wedged.status_code == 503, wedged.text
-        assert "did not finish the batch within the request timeout" in wedged.json()["error"]
-        assert int(wedged.headers["Retry-After"]) >= 1
-        assert _exited(victim)
-        wait_for(lambda: ready_replicas(server, "wedge") == 1)
-        assert victim not in status(server, "wedge")["versions"][0]["pids"]
-        answer = spin(2)
-        assert answer.status_code == 200, answer.text
-        assert answer.json()["outputs"][0]["data"] == [4.0]
-        assert metric(server, "modelbay_replica_timeouts_total", model="wedge") == 1
-    finally:
-        http.delete(f"{server.url}/api/v1/deployments/wedge").raise_for_status()
+    wedged = spin(1e9)
+    assert wedged.status_code == 503, wedged.text
+    assert "did not finish the batch within the request timeout" in wedged.json()["error"]
+    assert int(wedged.headers["Retry-After"]) >= 1
+    assert _exited(victim)
+    wait_for(lambda: ready_replicas(server, "wedge") == 1)
+    assert victim not in status(server, "wedge")["versions"][0]["pids"]
+    answer = spin(2)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["outputs"][0]["data"] == [4.0]
+    assert metric(server, "modelbay_replica_timeouts_total", model="wedge") == 1

@@ -126,6 +126,7 @@ class VersionServer:
             return await future
         except asyncio.CancelledError:
             self.batcher.cancel(future)  # the client went away: never run it
+            self.metrics.queue_depth.labels(*self._labels).set(len(self.batcher))
             raise
 
     async def drain_and_close(self) -> None:
