@@ -34,6 +34,8 @@ _ZIP_DIRECTORY_BYTES_PER_ENTRY = 1024
 _ZIP_END = b"PK\x05\x06"
 _ZIP64_LOCATOR = b"PK\x06\x07"
 _DRIVE = re.compile(r"^[A-Za-z]:")
+MAX_PATH_CHARS = 1024  # the registry's column
+MAX_NAME_BYTES = 255  # a file name on Linux filesystems
 # The stdlib's own member checks (Python 3.11.4+) run after ours, as a second net.
 _DATA_FILTER: Callable[[tarfile.TarInfo, str], tarfile.TarInfo] | None = getattr(
     tarfile, "data_filter", None
@@ -59,7 +61,16 @@ def safe_relative_path(raw: str) -> str:
     parts = [p for p in path.parts if p not in ("", ".")]
     if not parts:
         raise InvalidRequest(f"file path '{raw}' is empty", param="files")
-    return "/".join(parts)
+    joined = "/".join(parts)
+    longest = max(len(p.encode()) for p in parts)
+    if longest > MAX_NAME_BYTES or len(joined) > MAX_PATH_CHARS:
+        raise InvalidRequest(
+            f"file path '{joined[:80]}...' is too long: at most {MAX_PATH_CHARS} characters, "
+            f"{MAX_NAME_BYTES} bytes a name (this one has {len(joined)}, and a name of "
+            f"{longest} bytes)",
+            param="files",
+        )
+    return joined
 
 
 def extract(archive_path: Path, dest_dir: Path, *, max_bytes: int, max_files: int) -> list[str]:

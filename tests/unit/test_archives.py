@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from tests.archives import MIB, zip_of_zeros
 
-from modelbay.archives import extract
+from modelbay.archives import extract, safe_relative_path
 from modelbay.errors import InvalidRequest, PayloadTooLarge
 
 LIMITS = {"max_bytes": 10 * MIB, "max_files": 100}
@@ -185,3 +185,24 @@ def test_corrupt_member_and_non_archives_are_refused(tmp_path: Path) -> None:
     (tmp_path / "plain.onnx").write_bytes(b"not an archive" * 100)
     message = refused(tmp_path / "plain.onnx", tmp_path / "out", InvalidRequest)
     assert "not a .zip, .tar or .tar.gz" in message
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "a" * 256 + ".onnx",  # a name no Linux filesystem holds: the upload answered 500
+        "é" * 128 + ".bin",  # 256 bytes in UTF-8
+        "d/" * 520 + "m.onnx",  # over the registry's 1,024 characters
+    ],
+)
+def test_paths_too_long_to_store_are_refused_naming_the_limit(path: str) -> None:
+    with pytest.raises(InvalidRequest, match="is too long: at most 1024 characters"):
+        safe_relative_path(path)
+    longest_allowed = "d/" * 384 + "a" * 255  # 1,023 characters, a name of 255 bytes
+    assert safe_relative_path(longest_allowed) == longest_allowed
+
+
+def test_a_member_path_too_long_is_refused_in_an_archive(tmp_path: Path) -> None:
+    archive = make_zip(tmp_path / "long.zip", {"a" * 300: b"x"})
+    with pytest.raises(InvalidRequest, match="too long"):
+        extract(archive, tmp_path / "out", **LIMITS)
