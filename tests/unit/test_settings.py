@@ -65,3 +65,13 @@ def test_serve_with_certificate_only_exits_2_without_traceback(tls_files: TlsFil
     assert result.exit_code == 2
     assert "tls_key_file is not" in result.output
     assert "Traceback" not in result.output
+
+
+def test_every_setting_is_documented_in_the_configuration_guide() -> None:
+    guide = (Path(__file__).parents[2] / "docs" / "configuration.md").read_text()
+    missing = [
+        f"MODELBAY_{name.upper()}"
+        for name in Settings.model_fields
+        if f"`MODELBAY_{name.upper()}`" not in guide
+    ]
+    assert not missing, f"docs/configuration.md does not list {missing}"
