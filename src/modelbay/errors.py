@@ -13,6 +13,7 @@ that is not a ``ModelbayError`` is a bug and is answered with an opaque 500.
     ├── Conflict (409)         already exists, still referenced
     ├── PayloadTooLarge (413)  body or upload over the configured limit
     ├── InvalidArtifact (422)  unsupported or unsafe format, invalid signature
+    ├── UnknownReference (422) a body field names a version or alias that does not exist
     ├── Overloaded (429)       queue full or rate limited; carries ``retry_after``
     ├── ModelNotReady (503)    the model cannot serve right now; may carry ``retry_after``
     ├── DeadlineExceeded (504) the request's time ran out before it could run
@@ -76,6 +77,13 @@ class PayloadTooLarge(ModelbayError):
 
 
 class InvalidArtifact(ModelbayError):
+    status = 422
+
+
+class UnknownReference(ModelbayError):
+    """A well-formed request whose body names something that does not exist: the URL's
+    resource is there (so not 404), but the request cannot be carried out."""
+
     status = 422
 
 

@@ -300,8 +300,8 @@ def test_bad_deployments_are_refused_with_the_reason(
     assert too_few.status_code == 422
     assert "min_replicas (3) exceeds max_replicas (1)" in too_few.json()["error"]
     missing = http.post(url, json={"model": "refusals", "version": "staging"})
-    assert missing.status_code == 404
-    assert "staging" in missing.json()["error"]
+    assert missing.status_code == 422  # the deployment's URL is fine; its body is not
+    assert "version: model 'refusals' has no version or alias 'staging'" in missing.json()["error"]
     typo = http.post(url, json={"model": "refusals", "max_batch": 8})
     assert typo.status_code == 422
     assert "max_batch" in typo.json()["error"]
@@ -310,6 +310,9 @@ def test_bad_deployments_are_refused_with_the_reason(
 
     deployed("refusals", version="1", min_replicas=0)
     assert http.post(url, json={"model": "refusals"}).status_code == 409
+    canary = http.patch(f"{url}/refusals", json={"canary_version": "j"})
+    assert canary.status_code == 422  # found by the fuzzer: a 404 read as "no deployment"
+    assert canary.json()["error"].startswith("canary_version: ")
     pinned = http.delete(f"{server.url}/api/v1/models/refusals/versions/1")
     assert pinned.status_code == 409
     assert "deployment" in pinned.json()["error"]

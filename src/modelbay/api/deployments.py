@@ -12,6 +12,7 @@ from modelbay.api.auth import PrincipalDep
 from modelbay.api.context import AppContext, ContextDep
 from modelbay.api.errors import error_responses
 from modelbay.api.fields import Name, Reference
+from modelbay.errors import NotFound, UnknownReference
 from modelbay.registry import DeploymentConfig, DeploymentRecord
 
 router = APIRouter(prefix="/api/v1/deployments", tags=["deployments"])
@@ -74,7 +75,7 @@ class DeploymentList(BaseModel):
 )
 def create(ctx: ContextDep, request: Request, body: DeploymentCreate) -> DeploymentOut:
     note_target(request, name=body.model)
-    _check_targets(ctx, body.model, body.version, body.canary_version)
+    _check_targets(ctx, body.model, version=body.version, canary_version=body.canary_version)
     record = ctx.deployments.create(
         body.model,
         body.version,
@@ -113,7 +114,7 @@ def update(ctx: ContextDep, name: str, body: DeploymentUpdate) -> DeploymentOut:
     if body.canary_weight is not None:
         changes["canary_weight"] = body.canary_weight
     model = ctx.deployments.get(name).model
-    _check_targets(ctx, model, body.version, body.canary_version)
+    _check_targets(ctx, model, version=body.version, canary_version=body.canary_version)
     record = ctx.deployments.update(name, **changes)
     ctx.controller.notify()
     return _out(ctx, record)
@@ -131,11 +132,16 @@ def delete(ctx: ContextDep, name: str) -> Response:
     return Response(status_code=204)
 
 
-def _check_targets(ctx: AppContext, model: str, *targets: str | None) -> None:
-    """Each named version or alias must exist now (404 names it); aliases are then followed."""
-    for target in targets:
-        if target:
+def _check_targets(ctx: AppContext, model: str, **targets: str | None) -> None:
+    """Each named version or alias must exist now (422 naming the field); aliases are then
+    followed."""
+    for field, target in targets.items():
+        if not target:
+            continue
+        try:
             ctx.registry.get_version(model, target)
+        except NotFound as exc:
+            raise UnknownReference(f"{field}: {exc.message}", param=field) from None
 
 
 def _out(ctx: AppContext, record: DeploymentRecord) -> DeploymentOut:

@@ -23,7 +23,7 @@ _BUFFERS: dict[str, tuple[Literal["d", "i", "u"], type[np.generic]]] = {
     "i": ("i", np.int64),
     "u": ("u", np.uint64),
 }
-_PARSE_ERRORS = (ValueError, RuntimeError, TypeError)
+_PARSE_ERRORS = (ValueError, RuntimeError, TypeError, KeyError)
 
 
 def parse_request(header: bytes) -> Any:
@@ -33,7 +33,8 @@ def parse_request(header: bytes) -> Any:
         doc = parser.parse(header)
         if not isinstance(doc, simdjson.Object):
             return _python(doc)
-        request = {key: _python(doc[key]) for key in doc if key != "inputs"}
+        # items(), not a lookup per key: a key with escapes may not be found again by name
+        request = {key: _python(value) for key, value in doc.items() if key != "inputs"}
         if "inputs" in doc:
             request["inputs"] = _inputs(doc["inputs"])
         return request
@@ -48,9 +49,15 @@ def _inputs(value: Any) -> Any:
 
 
 def _tensor(obj: simdjson.Object) -> dict[str, Any]:
-    tensor = {key: _python(obj[key]) for key in obj if key != "data"}
+    tensor: dict[str, Any] = {}
+    data = None
+    for key, value in obj.items():
+        if key == "data":
+            data = value
+        else:
+            tensor[key] = _python(value)
     if "data" in obj:
-        tensor["data"] = _data(obj["data"], tensor.get("datatype"))
+        tensor["data"] = _data(data, tensor.get("datatype"))
     return tensor
 
 
