@@ -24,6 +24,8 @@ _BUFFERS: dict[str, tuple[Literal["d", "i", "u"], type[np.generic]]] = {
     "u": ("u", np.uint64),
 }
 _PARSE_ERRORS = (ValueError, RuntimeError, TypeError, KeyError)
+_REQUEST_FIELDS = ("id", "parameters", "outputs")
+_TENSOR_FIELDS = ("name", "datatype", "shape", "parameters")
 
 
 def parse_request(header: bytes) -> Any:
@@ -33,8 +35,9 @@ def parse_request(header: bytes) -> Any:
         doc = parser.parse(header)
         if not isinstance(doc, simdjson.Object):
             return _python(doc)
-        # items(), not a lookup per key: a key with escapes may not be found again by name
-        request = {key: _python(value) for key, value in doc.items() if key != "inputs"}
+        # Only the protocol's fields are read (a key with escapes may not even be found
+        # again by the name the parser lists it under); the rest are ignored, as before.
+        request = {key: _python(doc[key]) for key in _REQUEST_FIELDS if key in doc}
         if "inputs" in doc:
             request["inputs"] = _inputs(doc["inputs"])
         return request
@@ -49,15 +52,9 @@ def _inputs(value: Any) -> Any:
 
 
 def _tensor(obj: simdjson.Object) -> dict[str, Any]:
-    tensor: dict[str, Any] = {}
-    data = None
-    for key, value in obj.items():
-        if key == "data":
-            data = value
-        else:
-            tensor[key] = _python(value)
+    tensor = {key: _python(obj[key]) for key in _TENSOR_FIELDS if key in obj}
     if "data" in obj:
-        tensor["data"] = _data(data, tensor.get("datatype"))
+        tensor["data"] = _data(obj["data"], tensor.get("datatype"))
     return tensor
 
 
