@@ -431,3 +431,24 @@ def test_a_wedged_replica_answers_503_at_the_timeout_and_is_replaced(
     assert answer.status_code == 200, answer.text
     assert answer.json()["outputs"][0]["data"] == [4.0]
     assert metric(server, "modelbay_replica_timeouts_total", model="wedge") == 1
+
+
+def test_a_busy_replica_dies_with_its_frontend(tmp_path: Path) -> None:
+    # A replica in a long model call never read the end of its socket: when the frontend
+    # died it ran on, orphaned, holding a core.
+    running = RunningServer(tmp_path / "data", tmp_path / "log")
+    running.start()
+    model, signature = build_spinning_torchscript(tmp_path)
+    running.push("orphan", model, signature=signature.read_text())
+    deploy(running, "orphan", min_replicas=1, max_batch_size=1, request_timeout_ms=600_000)
+    wait_for(lambda: ready_replicas(running, "orphan") == 1)
+    (replica,) = status(running, "orphan")["versions"][0]["pids"]
+    body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 1], "data": [1e9]}]}
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(http.post, f"{running.url}/v2/models/orphan/infer", json=body, timeout=30)
+        wait_for(lambda: metric(running, "modelbay_batch_size_count", model="orphan") == 1)
+        assert running.process is not None
+        running.process.kill()  # no drain, no goodbye
+        running.process.wait()
+        running.process = None
+        wait_for(lambda: _exited(replica), timeout=10)

@@ -108,6 +108,8 @@ class ProcessReplica:
                 "modelbay.serving.worker",
                 "--fd",
                 str(child.fileno()),
+                "--parent",
+                str(os.getpid()),
                 stdin=asyncio.subprocess.PIPE,
                 pass_fds=[child.fileno()],
                 env=env,

@@ -9,9 +9,11 @@ It exits on ``Shutdown`` or when the frontend's end of the socket closes.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import gc
 import logging
 import os
+import signal
 import socket
 import sys
 import time
@@ -34,19 +36,33 @@ from modelbay.serving.messages import (
 )
 
 log = logging.getLogger("modelbay.worker")
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--fd", type=int, required=True)
+    parser.add_argument("--parent", type=int, default=None, help="the frontend's pid")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="replica %(process)d: %(message)s")
+    if args.parent is not None:
+        die_with_parent(args.parent)
     spec = ReplicaSpec.from_json(orjson.loads(sys.stdin.buffer.read()))
     sock = socket.socket(fileno=args.fd)
     try:
         serve(sock, spec)
     finally:
         sock.close()
+
+
+def die_with_parent(parent: int) -> None:
+    """Have the kernel kill this process when its frontend dies, however it dies: a replica
+    busy in a model call would otherwise never read the socket's end and run on, orphaned."""
+    if sys.platform == "linux":
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # it died before the line above
+        os._exit(1)
 
 
 def serve(sock: socket.socket, spec: ReplicaSpec) -> None:
