@@ -300,3 +300,18 @@ def test_an_owner_can_neither_create_nor_revoke_admin_keys(server: RunningServer
     )
     assert create.status_code == 403
     assert http.get(f"{server.url}/api/v1/whoami").status_code == 200
+
+
+def test_sharing_with_an_unknown_tenant_is_422_naming_the_field(
+    server: RunningServer, model_file: Path
+) -> None:
+    # Found by the fuzzer: a 404 here reads as "the model is gone", though it is there.
+    model = unique("share-ghost")
+    assert upload(server.url, model, model_file).status_code == 201
+    refused = http.put(
+        f"{server.url}/api/v1/models/{model}/access",
+        json={"visibility": "private", "shared_with": ["no-such-tenant"]},
+    )
+    assert refused.status_code == 422
+    assert refused.json()["error"] == "shared_with: tenant 'no-such-tenant' not found"
+    assert http.get(f"{server.url}/api/v1/models/{model}").status_code == 200

@@ -189,7 +189,7 @@ def disable_account(
     "/keys",
     status_code=status.HTTP_201_CREATED,
     summary="Create an API key; its secret is in this answer only",
-    responses=error_responses(400, 403, 404),
+    responses=error_responses(400, 403, 404, 409, 422),
 )
 def create_key(
     ctx: ContextDep, principal: PrincipalDep, request: Request, body: KeyCreate

@@ -119,7 +119,7 @@ def create_model(
 @router.put(
     "/models/{name}/access",
     summary="Make a model private or public, and share it with named tenants",
-    responses=error_responses(400, 403, 404),
+    responses=error_responses(400, 403, 404, 422),
 )
 def set_access(ctx: ContextDep, name: str, body: ModelAccess) -> ModelRecord:
     record = ctx.registry.set_access(

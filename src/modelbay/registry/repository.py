@@ -11,7 +11,7 @@ from sqlalchemy import Engine, func, or_, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
-from modelbay.errors import Conflict, InvalidRequest, NotFound
+from modelbay.errors import Conflict, InvalidRequest, NotFound, UnknownReference
 from modelbay.registry.records import FileEntry, ModelRecord, NewVersion, VersionRecord
 from modelbay.registry.tables import (
     DEFAULT_TENANT_ID,
@@ -128,7 +128,9 @@ class Registry:
             for tenant in dict.fromkeys(shared_with):
                 found = s.scalar(select(TenantRow).where(TenantRow.name == tenant))
                 if found is None:
-                    raise NotFound(f"tenant '{tenant}' not found", param="shared_with")
+                    raise UnknownReference(
+                        f"shared_with: tenant '{tenant}' not found", param="shared_with"
+                    )
                 tenants.append(found)
             row.visibility = "public" if public else "private"
             row.shares = [ModelShareRow(tenant=t) for t in tenants if t.id != row.tenant_id]

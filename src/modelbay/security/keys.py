@@ -17,7 +17,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
-from modelbay.errors import Conflict, Forbidden, InvalidRequest, NotFound
+from modelbay.errors import Conflict, Forbidden, InvalidRequest, NotFound, UnknownReference
 from modelbay.registry.tables import ApiKeyRow, TenantRow, as_utc, utcnow
 from modelbay.security.accounts import account_row, tenant_row
 from modelbay.security.principals import ROLE_SCOPES, Principal, Role, Scope
@@ -153,7 +153,12 @@ class KeyStore:
             key_id = key_id_for(token)
         with self._sessions.begin() as s:
             home = tenant_row(s, tenant)
-            account_of = account_row(s, home, account) if account is not None else None
+            account_of = None
+            if account is not None:
+                try:
+                    account_of = account_row(s, home, account)
+                except NotFound as exc:  # named in the body, not the URL: 422
+                    raise UnknownReference(exc.message, param="account") from None
             if account_of is not None and account_of.disabled_at is not None:
                 raise Conflict(f"account '{account}' is disabled", param="account")
             row = ApiKeyRow(

@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 from sqlalchemy import Engine
 
-from modelbay.errors import Conflict, Forbidden, NotFound, Unauthenticated
+from modelbay.errors import Conflict, Forbidden, NotFound, Unauthenticated, UnknownReference
 from modelbay.registry import NewVersion, Registry
 from modelbay.security.access import (
     PUBLIC,
@@ -149,7 +149,7 @@ def test_directory_and_registry_agree_on_ownership_and_visibility(engine: Engine
     }
     assert directory.owner("model", "missing") is None
     assert directory.owner("tenant", "other") == Ownership(other_id)
-    with pytest.raises(NotFound, match="tenant 'nobody' not found"):
+    with pytest.raises(UnknownReference, match="shared_with: tenant 'nobody' not found"):
         registry.set_access("shared-m", public=False, shared_with=["nobody"])
 
 

@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import Engine
 
-from modelbay.errors import Conflict, Forbidden, InvalidRequest, NotFound, Unauthenticated
+from modelbay.errors import (
+    Conflict,
+    Forbidden,
+    InvalidRequest,
+    Unauthenticated,
+    UnknownReference,
+)
 from modelbay.security.accounts import AccountKind, AccountStore
 from modelbay.security.authn import Authenticator
 from modelbay.security.keys import KeyStore
@@ -71,5 +77,5 @@ def test_account_names_are_unique_per_tenant_and_checked(engine: Engine) -> None
         accounts.create("acme", "bob", AccountKind.SERVICE)
     with pytest.raises(InvalidRequest, match="invalid account name"):
         accounts.create("acme", "no spaces", AccountKind.USER)
-    with pytest.raises(NotFound, match="account 'nobody' not found in tenant 'acme'"):
+    with pytest.raises(UnknownReference, match="account 'nobody' not found in tenant 'acme'"):
         KeyStore(engine).create_key(tenant="acme", role=Role.VIEWER, name="x", account="nobody")
