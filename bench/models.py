@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 
-def cifar_cnn(path: Path) -> None:
-    """The CIFAR-10 CNN of the PyTorch tutorial (seed 000), input [N,3,32,32]."""
+def cifar_module() -> Any:
+    """The CIFAR-10 CNN of the PyTorch tutorial (seed 000, "LeNet"): [N,3,32,32] -> [N,10]."""
     import torch
     from torch import nn
 
@@ -28,15 +29,25 @@ def cifar_cnn(path: Path) -> None:
             x = torch.relu(self.fc2(x))
             return self.fc3(x)  # [N,10]
 
-    _export(Net(), (1, 3, 32, 32), path)
+    return Net()
+
+
+def mlp_module() -> Any:
+    """A 64 -> 128 -> 10 MLP (the digits shape): [N,64] -> [N,10]."""
+    from torch import nn
+
+    return nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))
+
+
+def cifar_cnn(path: Path) -> None:
+    """The CIFAR CNN exported to ONNX, input [N,3,32,32]."""
+    _export(cifar_module(), (1, 3, 32, 32), path)
 
 
 def mlp(path: Path) -> None:
-    """A 64 -> 128 -> 10 MLP (the digits shape), input [N,64]: nearly free to run, so a
-    server's per-request overhead is all there is to measure."""
-    from torch import nn
-
-    _export(nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10)), (1, 64), path)
+    """The MLP exported to ONNX, input [N,64]: nearly free to run, so a server's
+    per-request overhead is all there is to measure."""
+    _export(mlp_module(), (1, 64), path)
 
 
 def resnet18_style(path: Path) -> None:
