@@ -108,11 +108,8 @@ class Guard:
     ) -> None:
         """Audit a refusal; ``claimed`` is the key id a refused secret names (maybe forged)."""
         action = "auth.denied" if exc.status == 401 else "authz.denied"
-        held_back = self.refusals.summary(self.meter.now())
-        audited = self.refusals.admit(caller.client, action, self.meter.now())
-        if held_back is not None:
-            await self._audit_held_back(held_back)
-        if not audited:
+        await self.flush_refusals()  # a window that is over is summed up before this one
+        if not self.refusals.admit(caller.client, action, self.meter.now()):
             return
         details = {"reason": exc.message}
         if claimed is not None:
