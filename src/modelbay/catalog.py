@@ -1,8 +1,9 @@
 """Control-plane operations that touch both the registry and the artifact store.
 
 A push stages the uploaded files (or unpacks the one uploaded archive), checks them
-(format, safety, signature) by loading the model, moves them into the content-addressed
-store and records the version. Deletes remove rows first and then the blobs no other
+(format and safety here, from the bytes; signature by loading the model in a short-lived
+process, see ``serving.validator``), moves them into the content-addressed store and
+records the version. Deletes remove rows first and then the blobs no other
 version references.
 """
 
@@ -19,9 +20,13 @@ from modelbay.errors import InvalidArtifact, InvalidRequest, PayloadTooLarge
 from modelbay.registry import FileEntry, NewVersion, Registry, VersionRecord
 from modelbay.registry.locks import RegistryLock
 from modelbay.registry.tables import DEFAULT_TENANT_ID
-from modelbay.runtimes import Runtime, detect_format, load_runtime
+from modelbay.runtimes import detect_format
 from modelbay.store.base import CHUNK, ArtifactStore
 from modelbay.tensors import Signature
+
+Validator = Callable[..., Signature]
+"""``(format, model_dir, entrypoint, signature, *, threads) -> signature``: load the staged
+model and answer its signature, or raise the refusal."""
 
 MAX_ARCHIVE_ENTRIES = 10_000
 """Most files and directories an uploaded archive may hold."""
@@ -61,7 +66,7 @@ class Catalog:
         *,
         max_upload_bytes: int,
         threads: int,
-        on_loaded: Callable[[str, int, Runtime], None] | None = None,
+        validator: Validator,
         on_removed: Callable[[str, int | None], None] | None = None,
         gc_lock: RegistryLock | None = None,
     ):
@@ -69,7 +74,7 @@ class Catalog:
         self.store = store
         self.max_upload_bytes = max_upload_bytes
         self.threads = threads
-        self.on_loaded = on_loaded
+        self.validator = validator
         self.on_removed = on_removed
         # Serializes "blobs in, rows in" against "rows out, blobs out", in every process on
         # the registry, so a blob shared by a version being pushed is never collected.
@@ -92,7 +97,7 @@ class Catalog:
                 paths = self._stage(stage, push.files)
             entrypoint = _entrypoint(paths, push.entrypoint)
             fmt = detect_format(stage / entrypoint, push.format)
-            runtime = load_runtime(fmt, stage, entrypoint, push.signature, threads=self.threads)
+            signature = self.validator(fmt, stage, entrypoint, push.signature, threads=self.threads)
             with self._gc_lock.held():
                 entries = []
                 for rel in paths:
@@ -104,7 +109,7 @@ class Catalog:
                         format=fmt,
                         entrypoint=entrypoint,
                         files=entries,
-                        signature=runtime.signature,
+                        signature=signature,
                         description=push.description,
                         metadata=push.metadata,
                         metrics=push.metrics,
@@ -117,8 +122,6 @@ class Catalog:
                 )
         finally:
             shutil.rmtree(stage, ignore_errors=True)
-        if self.on_loaded is not None:
-            self.on_loaded(name, record.version, runtime)
         return record
 
     def delete_version(self, name: str, version: int) -> None:

@@ -40,11 +40,9 @@ class Settings(BaseSettings):
     intra_op_threads: int = 1
     """Threads each runtime may use inside one operator (torch, onnxruntime)."""
 
-    inference_threads: int = 2
-    """Inference requests run concurrently in-process."""
-
-    load_on_push: bool = True
-    """Load (and so validate) a version as soon as it is pushed."""
+    implicit_idle_s: float = Field(default=300.0, ge=0, le=7 * 86_400)
+    """A model version that no deployment serves runs on one replica started by its first
+    request; the replica stops after this many seconds without requests."""
 
     replica_mode: Literal["process", "inprocess"] = "process"
     """Deployment replicas as worker processes, or threads of the server (debugging)."""

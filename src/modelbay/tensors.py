@@ -194,6 +194,11 @@ class Signature(BaseModel):
             _check_rows(conformed)
         return conformed
 
+    @property
+    def batchable(self) -> bool:
+        """Requests can be stacked: every input and output has a first, variable axis."""
+        return all(s.shape[:1] == [-1] for s in (*self.inputs, *self.outputs))
+
     def check_outputs(self, names: Iterable[str]) -> None:
         """Requested output names must exist (400 naming the valid ones)."""
         for name in names:

@@ -91,3 +91,29 @@ def test_inputs_are_widened_only_where_no_value_can_change() -> None:
         fp64.check_inputs({"x": np.array([[1, 2]], np.int64)})
     with pytest.raises(InvalidRequest, match="FP64; the model expects FP32"):
         SIG.check_inputs({"x": np.zeros((1, 3))})  # narrowing is never done
+
+
+@pytest.mark.parametrize(
+    ("inputs", "outputs", "batchable"),
+    [
+        ([[-1, 4]], [[-1, 3]], True),
+        ([[-1, 4], [-1]], [[-1]], True),
+        ([[1, 4]], [[-1, 3]], False),  # a fixed first axis
+        ([[-1, 4]], [[3]], False),  # an output that is not per row
+        ([[]], [[-1]], False),  # a scalar input
+    ],
+)
+def test_a_signature_is_batchable_when_every_tensor_has_a_variable_first_axis(
+    inputs: list[list[int]], outputs: list[list[int]], batchable: bool
+) -> None:
+    signature = Signature.model_validate(
+        {
+            "inputs": [
+                {"name": f"i{n}", "datatype": "FP32", "shape": s} for n, s in enumerate(inputs)
+            ],
+            "outputs": [
+                {"name": f"o{n}", "datatype": "FP32", "shape": s} for n, s in enumerate(outputs)
+            ],
+        }
+    )
+    assert signature.batchable is batchable

@@ -7,7 +7,6 @@ import contextlib
 import gc
 import logging
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
@@ -34,7 +33,7 @@ from modelbay.api.headers import SecurityHeaders
 from modelbay.api.limits import BodyLimit
 from modelbay.api.v2_infer import InferFastPath
 from modelbay.catalog import Catalog
-from modelbay.registry import DeploymentStore, Registry, make_engine, migrate
+from modelbay.registry import DeploymentConfig, DeploymentStore, Registry, make_engine, migrate
 from modelbay.security.access import ResourceDirectory
 from modelbay.security.accounts import AccountStore
 from modelbay.security.audit import AuditLog
@@ -45,10 +44,12 @@ from modelbay.security.limits import RateLimiter
 from modelbay.security.policy import public_paths, rest_rules
 from modelbay.security.refusals import RefusalThrottle
 from modelbay.security.usage import UsageMeter
-from modelbay.serving import InferenceService, ServedModels
+from modelbay.serving import InferenceService, ModelResolver
 from modelbay.serving.controller import DeploymentController
 from modelbay.serving.metrics import ServingMetrics
 from modelbay.serving.replica import replica_factory
+from modelbay.serving.validator import WorkerValidator, validate_here
+from modelbay.serving.zygote import Launcher
 from modelbay.settings import Settings
 from modelbay.store import keyring_from_settings, make_store
 
@@ -64,7 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     registry = Registry(engine)
     keyring = keyring_from_settings(settings)
     store = make_store(settings.blob_dir, keyring)
-    served = ServedModels(registry, store, threads=settings.intra_op_threads)
+    resolver = ModelResolver(registry)
     audit = AuditLog(engine, *settings.audit_files)
     keys = KeyStore(engine)
     bootstrap_admin(
@@ -83,37 +84,45 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     guard = Guard(Authenticator(keys), directory, RateLimiter(), meter, audit, refusals)
 
     def removed(name: str, version: int | None) -> None:
-        served.remove(name, version)
+        resolver.invalidate(name)
+        controller.forget(name, version)
         directory.invalidate(name)
         controller.notify()  # its deployment went with it, or now follows another version
 
+    # Replica and validation processes are forked by one zygote; none in debugging mode.
+    launcher = None if settings.replica_mode == "inprocess" else Launcher(settings.intra_op_threads)
     catalog = Catalog(
         registry,
         store,
         max_upload_bytes=settings.max_upload_bytes,
         threads=settings.intra_op_threads,
-        on_loaded=served.add if settings.load_on_push else None,
+        validator=validate_here if launcher is None else WorkerValidator(launcher),
         on_removed=removed,
     )
-    pool = ThreadPoolExecutor(settings.inference_threads, thread_name_prefix="infer")
     metrics = ServingMetrics()
     deployments = DeploymentStore(engine)
     controller = DeploymentController(
         registry,
         deployments,
-        replica_factory(settings.replica_mode),
+        replica_factory(launcher),
         metrics,
         blob_dir=str(settings.blob_dir),
         keyring=keyring,
         interval_s=settings.reconcile_interval_s,
         max_replicas=settings.max_replicas,
+        implicit=DeploymentConfig(
+            min_replicas=0,
+            max_replicas=1,
+            idle_to_zero_s=settings.implicit_idle_s,
+            threads_per_replica=settings.intra_op_threads,
+        ),
     )
-    inference = InferenceService(served, pool, controller, metrics)
+    inference = InferenceService(resolver, controller, metrics)
     ctx = AppContext(
         settings,
         registry,
         catalog,
-        served,
+        resolver,
         inference,
         deployments,
         controller,
@@ -126,12 +135,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if launcher is not None:
+            launcher.start()  # it imports the frameworks while the rest starts
         controller.start()
         # Everything built so far lives as long as the server: out of the collector's way, so
         # a full collection scans what requests allocate, not the frameworks (tens of ms).
         gc.freeze()
         flusher = asyncio.create_task(_flush(guard, settings.usage_flush_interval_s))
-        # On uvicorn's event loop, so gRPC and HTTP share the served models and the pool.
+        # On uvicorn's event loop, so gRPC and HTTP share the deployments.
         grpc_server = None
         if settings.grpc_port:
             grpc_server = await start_grpc_server(
@@ -144,10 +155,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         flusher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await flusher
+        if launcher is not None:
+            await asyncio.to_thread(launcher.close)
         await asyncio.to_thread(meter.flush)
         await guard.flush_refusals(final=True)
-        pool.shutdown(wait=True, cancel_futures=True)
-        served.close()
         engine.dispose()
 
     app = FastAPI(

@@ -14,7 +14,7 @@ from modelbay.security.accounts import AccountStore
 from modelbay.security.audit import AuditLog
 from modelbay.security.guard import Guard
 from modelbay.security.keys import KeyStore
-from modelbay.serving import InferenceService, ServedModels
+from modelbay.serving import InferenceService, ModelResolver
 from modelbay.serving.controller import DeploymentController
 from modelbay.settings import Settings
 
@@ -26,7 +26,7 @@ class AppContext:
     settings: Settings
     registry: Registry
     catalog: Catalog
-    served: ServedModels
+    resolver: ModelResolver
     inference: InferenceService
     deployments: DeploymentStore
     controller: DeploymentController

@@ -141,7 +141,7 @@ def get_model(ctx: ContextDep, name: str) -> ModelRecord:
 )
 def update_model(ctx: ContextDep, name: str, body: ModelUpdate) -> ModelRecord:
     record = ctx.registry.update_model(name, **body.model_dump(exclude_unset=True))
-    ctx.served.invalidate(name)
+    ctx.resolver.invalidate(name)
     return record
 
 
@@ -281,7 +281,7 @@ def list_aliases(ctx: ContextDep, name: str) -> AliasList:
 )
 def set_alias(ctx: ContextDep, name: str, alias: str, body: AliasTarget) -> VersionRecord:
     record = ctx.registry.set_alias(name, check_alias_name(alias), body.version)
-    ctx.served.invalidate(name)
+    ctx.resolver.invalidate(name)
     ctx.controller.notify()
     return record
 
@@ -294,7 +294,7 @@ def set_alias(ctx: ContextDep, name: str, alias: str, body: AliasTarget) -> Vers
 )
 def delete_alias(ctx: ContextDep, name: str, alias: str) -> Response:
     ctx.registry.delete_alias(name, alias)
-    ctx.served.invalidate(name)
+    ctx.resolver.invalidate(name)
     ctx.controller.notify()
     return Response(status_code=204)
 

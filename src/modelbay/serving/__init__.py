@@ -1,6 +1,6 @@
-"""The data plane: models loaded for serving and the inference path."""
+"""The data plane: references resolved, deployments run, the inference path."""
 
 from modelbay.serving.inference import InferenceService, InferResult
-from modelbay.serving.served_models import LoadedModel, ServedModels
+from modelbay.serving.resolver import ModelResolver
 
-__all__ = ["InferResult", "InferenceService", "LoadedModel", "ServedModels"]
+__all__ = ["InferResult", "InferenceService", "ModelResolver"]

@@ -46,10 +46,18 @@ class Pending:
     deadline: float | None = None
     token: object = field(default_factory=object)
     outputs: tuple[str, ...] | None = None
+    alone: bool = False
+    """Never batched with another request (a model whose tensors have no batch axis)."""
 
     def __post_init__(self) -> None:
         if not self.inputs:
             raise ValueError("a request needs at least one input")
+        if not self.outputs:
+            self.outputs = None
+        if self.alone:
+            self.rows = 1
+            self.key = (("", str(id(self.token)), ()),)
+            return
         rows: dict[str, int] = {}
         for name, array in self.inputs.items():
             if array.ndim == 0:
@@ -62,8 +70,6 @@ class Pending:
         self.key = tuple(
             sorted((name, a.dtype.str, tuple(a.shape[1:])) for name, a in self.inputs.items())
         )
-        if not self.outputs:
-            self.outputs = None
 
 
 @dataclass(eq=False)
@@ -93,6 +99,13 @@ class Batch:
 
     def split(self, outputs: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
         """Each request's rows of ``outputs`` (views, not copies), limited to what it asked."""
+        if len(self.items) == 1 and self.items[0].alone:
+            only = self.items[0]
+            names = only.outputs if only.outputs is not None else tuple(outputs)
+            missing = [n for n in names if n not in outputs]
+            if missing:
+                raise ValueError(f"output {missing[0]!r} not returned")
+            return [{n: outputs[n] for n in names}]
         for name, array in outputs.items():
             if array.ndim == 0 or array.shape[0] != self.rows:
                 got = "a scalar" if array.ndim == 0 else f"{array.shape[0]} rows"
@@ -187,6 +200,13 @@ class Batcher:
             return False
         self._forget(pending)
         return True
+
+    def take_all(self) -> list[Pending]:
+        """Remove and return every queued request (to fail them), oldest first."""
+        out = sorted(self._queued.values(), key=lambda p: p.enqueued_at)
+        for pending in out:
+            self._forget(pending)
+        return out
 
     def expired(self, now: float) -> list[Pending]:
         """Remove and return the requests whose deadline is <= now, each exactly once."""

@@ -1,5 +1,10 @@
 """Deployments as desired state: the controller turns deployment rows into running servers.
 
+A model version that no deployment serves gets an implicit deployment on first use: the
+``implicit`` settings (no replica until a request comes, scale to zero when idle), made
+here and forgotten once it has been idle that long, or when its version is deleted. Every
+inference so goes through a version server and replica processes.
+
 ``reconcile`` reads the rows, resolves each target (version number, alias, ``latest``) to
 a version, and converges: new deployments start, removed ones drain and stop, a target
 that now names another version rolls (the new version becomes ready before it takes
@@ -13,12 +18,19 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Coroutine
+import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
 from modelbay.errors import NotFound
-from modelbay.registry import DeploymentRecord, DeploymentStore, Registry, VersionRecord
+from modelbay.registry import (
+    DeploymentConfig,
+    DeploymentRecord,
+    DeploymentStore,
+    Registry,
+    VersionRecord,
+)
 from modelbay.serving.messages import ReplicaSpec
 from modelbay.serving.metrics import ServingMetrics
 from modelbay.serving.pool import ReplicaBudget, ReplicaFactory, ReplicaPool
@@ -64,6 +76,7 @@ class DeploymentController:
         keyring: Keyring | None = None,
         interval_s: float = 2.0,
         max_replicas: int = 32,
+        implicit: DeploymentConfig | None = None,
     ):
         self.registry = registry
         self.store = deployments
@@ -74,8 +87,11 @@ class DeploymentController:
         self.interval_s = interval_s
         self.budget = ReplicaBudget(max_replicas)
         self.running: dict[str, Deployment] = {}
+        self.implicit_config = implicit or DeploymentConfig(min_replicas=0, idle_to_zero_s=300)
+        self.implicit_servers: dict[tuple[str, int], VersionServer] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._background: set[asyncio.Task[None]] = set()
 
     # request path: memory only
@@ -96,14 +112,61 @@ class DeploymentController:
             return None
         return deployment.primary or deployment.canary
 
+    def implicit(self, record: VersionRecord) -> VersionServer:
+        """The implicit deployment of a version no deployment serves (made on first use)."""
+        key = (record.model, record.version)
+        server = self.implicit_servers.get(key)
+        if server is None or server.closing:
+            config = self.implicit_config
+            spec = ReplicaSpec(record, self.blob_dir, config.threads_per_replica, self.keyring)
+            name = f"{record.model} (implicit)"
+            pool = ReplicaPool(name, spec, self.factory, self.metrics, self.budget)
+            server = VersionServer(record, config, pool, self.metrics)
+            server.start()
+            self.implicit_servers[key] = server
+        return server
+
+    def forget(self, model: str, version: int | None) -> None:
+        """Stop the implicit deployments of a deleted version (all versions: None).
+        Safe to call from any thread."""
+        self._on_loop(self._forget, model, version)
+
+    def _forget(self, model: str, version: int | None) -> None:
+        for key in [k for k in self.implicit_servers if k[0] == model and version in (None, k[1])]:
+            self._background_task(self.implicit_servers.pop(key).drain_and_close())
+
+    def _reap_idle(self) -> None:
+        """Forget implicit deployments that scaled to zero and stayed idle."""
+        now = time.monotonic()
+        idle_s = self.implicit_config.idle_to_zero_s
+        for key, server in list(self.implicit_servers.items()):
+            if server.pool.size == 0 and server.idle_for(now) >= idle_s:
+                del self.implicit_servers[key]
+                self._background_task(server.drain_and_close())
+
     # lifecycle
 
     def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         self._task = asyncio.create_task(self._run(), name="deployment controller")
 
     def notify(self) -> None:
-        """Reconcile soon (after a change through this frontend)."""
-        self._wake.set()
+        """Reconcile soon (after a change through this frontend); from any thread."""
+        self._on_loop(self._wake.set)
+
+    def _on_loop(self, call: Callable[..., None], *args: Any) -> None:
+        """Run ``call`` on the controller's event loop (now, if this is it)."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            call(*args)
+        else:
+            loop.call_soon_threadsafe(call, *args)
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -111,12 +174,15 @@ class DeploymentController:
             await asyncio.gather(self._task, return_exceptions=True)
         await asyncio.gather(*self._background, return_exceptions=True)
         servers = [s for d in self.running.values() for s in d.servers()]
+        servers += self.implicit_servers.values()
         self.running.clear()
+        self.implicit_servers.clear()
         await asyncio.gather(*(s.drain_and_close() for s in servers), return_exceptions=True)
 
     async def _run(self) -> None:
         while True:
             try:
+                self._reap_idle()
                 await self.reconcile()
             except Exception:
                 log.exception("reconcile failed; retrying")

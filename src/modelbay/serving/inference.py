@@ -1,15 +1,15 @@
 """The data plane's single entry: every protocol edge (V2 REST, V2 gRPC) calls this.
 
-A deployed model is answered by its deployment (batching over replica processes; the
-canary split applies when no version is named); any other version is loaded on first
-use and run on a thread of this process.
+Every request runs on a version server (dynamic batching over replica processes): the
+model's deployment when it has one (the canary split applies when no version is named),
+else the version's implicit deployment, whose replica starts on first use and stops when
+idle. Nothing is loaded in this process.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,7 +19,7 @@ from modelbay.registry import LATEST, VersionRecord
 from modelbay.runtimes import PLATFORMS
 from modelbay.serving.controller import DeploymentController
 from modelbay.serving.metrics import ServingMetrics
-from modelbay.serving.served_models import LoadedModel, ServedModels
+from modelbay.serving.resolver import ModelResolver, Resolved
 from modelbay.serving.version_server import VersionServer
 from modelbay.tensors import Signature
 
@@ -49,13 +49,11 @@ class InferenceService:
 
     def __init__(
         self,
-        served: ServedModels,
-        pool: ThreadPoolExecutor,
+        resolver: ModelResolver,
         controller: DeploymentController,
         metrics: ServingMetrics,
     ):
-        self.served = served
-        self.pool = pool
+        self.resolver = resolver
         self.controller = controller
         self.metrics = metrics
 
@@ -65,39 +63,52 @@ class InferenceService:
             server = self.controller.primary(name)  # metadata must not flip with the canary
             if server is not None:
                 return server.record
-        return self.served.resolve(name, LATEST if ref is None else ref)[0]
+        return self.resolver.resolve(name, LATEST if ref is None else ref)[0]
 
     def metadata(self, name: str, ref: str | int | None) -> ModelMetadata:
         """What V2 model metadata reports (blocking: registry reads)."""
         record = self.version(name, ref)
         return ModelMetadata(
             name=name,
-            versions=[str(v.version) for v in self.served.registry.list_versions(name)],
+            versions=[str(v.version) for v in self.resolver.registry.list_versions(name)],
             platform=PLATFORMS[record.format],
             signature=record.signature,
         )
 
-    async def loaded(self, name: str, ref: str | int | None) -> LoadedModel | VersionServer:
-        """What would answer: a deployment's version server, or the in-process model."""
-        server = await self._route(name, ref)
-        if server is not None:
-            return server
-        ref = LATEST if ref is None else ref
-        model = self.served.cached(name, ref)
-        if model is None:
-            model = await asyncio.to_thread(self.served.get, name, ref)
-        return model
+    async def target(self, name: str, ref: str | int | None) -> VersionServer:
+        """The version server that answers a reference: a deployment's or an implicit one."""
+        if ref is None and self.controller.running:
+            server = self.controller.route(name, None)
+            if server is not None:
+                return server
+        record = (await self._resolve(name, LATEST if ref is None else ref))[0]
+        if self.controller.running:
+            server = self.controller.route(name, record.version)
+            if server is not None:
+                return server
+        return self.controller.implicit(record)
 
     async def ready(self, name: str, ref: str | int | None) -> int:
-        """The version that would answer, once it can; ``ModelNotReady`` otherwise."""
-        target = await self.loaded(name, ref)
-        if isinstance(target, VersionServer) and not target.can_serve():
-            error = target.pool.last_error
+        """The version that would answer, once it can; ``ModelNotReady`` otherwise.
+
+        Loads nothing: a deployment is ready when a replica is (or it scales from zero);
+        a version without one is ready unless its last attempt to start a replica failed.
+        """
+        server = self.controller.route(name, None) if ref is None else None
+        if server is None:
+            record = (await self._resolve(name, LATEST if ref is None else ref))[0]
+            server = self.controller.route(name, record.version)
+            if server is None:
+                server = self.controller.implicit_servers.get((name, record.version))
+                if server is None:
+                    return record.version
+        if not server.can_serve() or (server.pool.last_error and not server.pool.ready):
+            error = server.pool.last_error
             raise ModelNotReady(
-                f"no replica of '{name}' version {target.version} is ready yet"
+                f"no replica of '{name}' version {server.version} is ready yet"
                 + (f": {error.message}" if error else "")
             )
-        return target.version
+        return server.version
 
     async def infer(
         self,
@@ -134,33 +145,18 @@ class InferenceService:
         inputs: dict[str, np.ndarray],
         outputs: list[str] | None,
     ) -> InferResult:
-        target = await self.loaded(name, ref)
-        signature = target.signature
-        inputs = signature.check_inputs(inputs, batched=isinstance(target, VersionServer))
+        server = await self.target(name, ref)
+        signature = server.signature
+        inputs = signature.check_inputs(inputs, batched=server.batchable)
         if outputs:
             signature.check_outputs(outputs)
         wanted = outputs or [s.name for s in signature.outputs]
-        if isinstance(target, VersionServer):
-            result = await target.submit(inputs, outputs)
-            labels = await self._labels(name, target.version)
-        else:
-            loop = asyncio.get_running_loop()
-            result = await loop.run_in_executor(self.pool, target.infer, inputs, outputs)
-            labels = target.labels
-        return InferResult(name, target.version, {n: result[n] for n in wanted}, labels)
+        result = await server.submit(inputs, outputs)
+        labels = (await self._resolve(name, server.version))[1]
+        return InferResult(name, server.version, {n: result[n] for n in wanted}, labels)
 
-    async def _route(self, name: str, ref: str | int | None) -> VersionServer | None:
-        if not self.controller.running:
-            return None
-        if ref is None:
-            return self.controller.route(name, None)
-        hit = self.served.peek(name, ref)
+    async def _resolve(self, name: str, ref: str | int) -> Resolved:
+        hit = self.resolver.peek(name, ref)
         if hit is None:
-            hit = await asyncio.to_thread(self.served.resolve, name, ref)
-        return self.controller.route(name, hit[0].version)
-
-    async def _labels(self, name: str, version: int) -> list[str] | None:
-        hit = self.served.peek(name, version)
-        if hit is None:
-            hit = await asyncio.to_thread(self.served.resolve, name, version)
-        return hit[1]
+            hit = await asyncio.to_thread(self.resolver.resolve, name, ref)
+        return hit

@@ -74,10 +74,18 @@ class ReplicaPool:
         self._backoff_s = 0.0
         self._next_start_at = 0.0
         self._labels = (spec.record.model, str(spec.record.version))
+        self.on_change: Callable[[], None] | None = None
+        """Called when a replica becomes ready or fails to start (the server's loop)."""
 
     @property
     def size(self) -> int:
         return len(self.ready) + self.starting
+
+    def failing(self) -> ModelbayError | None:
+        """Why no replica runs: the last start failed and none is ready or starting."""
+        if self.ready or self.starting:
+            return None
+        return self.last_error
 
     def capacity(self) -> int:
         """Batches the ready replicas take at once without queueing behind each other."""
@@ -202,6 +210,8 @@ class ReplicaPool:
         finally:
             self.starting -= 1
             self._changed.set()
+            if self.on_change is not None:
+                self.on_change()
         self.last_error = None
         self._backoff_s = 0.0
         self.metrics.cold_starts.labels(*self._labels).inc()

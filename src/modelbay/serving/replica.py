@@ -1,8 +1,9 @@
 """Replicas: the frontend's handle on one loaded copy of a version.
 
-``ProcessReplica`` runs the model in a worker process (isolated from the frontend's GIL
-and from other replicas' crashes); ``InProcessReplica`` runs it on a thread of this
-process, for tests and debugging. Both implement ``Replica``; a Ray actor can too.
+``ProcessReplica`` runs the model in a worker process forked by the zygote (isolated
+from the frontend's GIL and from other replicas' crashes); ``InProcessReplica`` runs it
+on a thread of this process, for tests and debugging. Both implement ``Replica``; a Ray
+actor can too.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ import contextlib
 import itertools
 import logging
 import os
+import signal
 import socket
-import sys
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -21,7 +22,6 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
-import orjson
 
 from modelbay.errors import ModelbayError, ModelNotReady
 from modelbay.runtimes import Runtime
@@ -35,6 +35,7 @@ from modelbay.serving.messages import (
     Shutdown,
     TaskFailed,
 )
+from modelbay.serving.zygote import Launcher, ZygoteGone, frame_json
 
 log = logging.getLogger("modelbay.replica")
 
@@ -76,16 +77,21 @@ class Replica(Protocol):
 
 
 class ProcessReplica:
-    """A worker process reached through a socket pair; frames per ``ipc``."""
+    """A worker process forked by the zygote, reached through a socket pair (``ipc``)."""
 
-    def __init__(self, spec: ReplicaSpec, on_exit: Callable[[ProcessReplica], None] | None = None):
+    def __init__(
+        self,
+        spec: ReplicaSpec,
+        launcher: Launcher,
+        on_exit: Callable[[ProcessReplica], None] | None = None,
+    ):
         self.spec = spec
+        self.launcher = launcher
         self.name = f"{spec.record.model}:{spec.record.version}#{next(_ids)}"
         self.inflight = 0
         self.load_s = 0.0
         self.pid: int | None = None
         self._on_exit = on_exit
-        self._process: asyncio.subprocess.Process | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._reader_task: asyncio.Task[None] | None = None
         self._pending: dict[int, asyncio.Future[tuple[dict[str, np.ndarray], float]]] = {}
@@ -99,38 +105,29 @@ class ProcessReplica:
 
     async def start(self) -> None:
         parent, child = socket.socketpair()
-        # Keys reach the worker on its stdin only, never through its environment.
-        env = worker_env(os.environ, self.spec.threads)
         try:
-            self._process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "modelbay.serving.worker",
-                "--fd",
-                str(child.fileno()),
-                "--parent",
-                str(os.getpid()),
-                stdin=asyncio.subprocess.PIPE,
-                pass_fds=[child.fileno()],
-                env=env,
+            self.pid = await asyncio.to_thread(
+                self.launcher.fork, "replica", child, self.spec.threads
             )
+        except ZygoteGone as exc:
+            parent.close()
+            raise ModelNotReady(f"replica {self.name} could not be started: {exc}") from None
         finally:
             child.close()
-        self.pid = self._process.pid
-        assert self._process.stdin is not None
-        self._process.stdin.write(orjson.dumps(self.spec.to_json()))
-        self._process.stdin.close()
         reader, self._writer = await asyncio.open_unix_connection(sock=parent)
+        # The spec (with the keys of encrypted blobs) travels on this socket only.
+        self._writer.write(frame_json(self.spec.to_json()))
         try:
             first = await asyncio.wait_for(_read(reader), LOAD_TIMEOUT_S)
         except (TimeoutError, asyncio.IncompleteReadError, ConnectionError) as exc:
             await self._kill()
+            self._writer.close()
             raise ModelNotReady(f"replica {self.name} did not start: {exc!r}") from None
-        if isinstance(first, TaskFailed):
-            await self._kill()
-            raise ModelbayError(first.message, status=first.status)
         if not isinstance(first, ReplicaReady):
             await self._kill()
+            self._writer.close()
+            if isinstance(first, TaskFailed):
+                raise ModelbayError(first.message, status=first.status)
             raise ModelNotReady(f"replica {self.name} sent {type(first).__name__} first")
         self.load_s = first.load_s
         self._alive = True
@@ -165,13 +162,11 @@ class ProcessReplica:
             with contextlib.suppress(ConnectionError, RuntimeError):
                 self._writer.writelines(ipc.encode(Shutdown()))
                 await self._writer.drain()
-        if self._process is not None:
+        if self._reader_task is not None:  # ends when the process closes its socket
             try:
-                await asyncio.wait_for(self._process.wait(), STOP_TIMEOUT_S)
+                await asyncio.wait_for(asyncio.shield(self._reader_task), STOP_TIMEOUT_S)
             except TimeoutError:
-                await self._kill()
-        if self._reader_task is not None:
-            await asyncio.gather(self._reader_task, return_exceptions=True)
+                await self.kill()
 
     async def kill(self) -> None:
         await self._kill()
@@ -204,10 +199,10 @@ class ProcessReplica:
                     self._on_exit(self)
 
     async def _kill(self) -> None:
-        if self._process is not None and self._process.returncode is None:
+        # The zygote reaps it; its end of the socket closes, which ends the reader.
+        if self.pid is not None:
             with contextlib.suppress(ProcessLookupError):
-                self._process.kill()
-            await self._process.wait()
+                os.kill(self.pid, signal.SIGKILL)
 
 
 class InProcessReplica:
@@ -303,8 +298,11 @@ def worker_env(parent: Mapping[str, str], threads: int) -> dict[str, str]:
     return env
 
 
-def replica_factory(mode: str) -> Callable[[ReplicaSpec, Callable[[Replica], None]], Replica]:
-    """Replicas as worker processes (``process``) or threads of this process (``inprocess``)."""
-    if mode == "inprocess":
+def replica_factory(
+    launcher: Launcher | None,
+) -> Callable[[ReplicaSpec, Callable[[Replica], None]], Replica]:
+    """Replicas as processes forked by ``launcher``'s zygote, or (None) threads of this
+    process (``MODELBAY_REPLICA_MODE=inprocess``, for debugging)."""
+    if launcher is None:
         return lambda spec, on_exit: InProcessReplica(spec, on_exit)
-    return lambda spec, on_exit: ProcessReplica(spec, on_exit)
+    return lambda spec, on_exit: ProcessReplica(spec, launcher, on_exit)

@@ -53,8 +53,10 @@ class VersionServer:
         self.config = config
         self.pool = pool
         self.metrics = metrics
+        # Requests stack along the first axis; a model without one runs them one by one.
+        self.batchable = record.signature.batchable
         self.batcher = Batcher(
-            config.max_batch_size, config.max_queue_delay_ms / 1000, config.queue_capacity
+            self._batch_size(config), config.max_queue_delay_ms / 1000, config.queue_capacity
         )
         self.autoscaler = Autoscaler(policy_of(config))
         self.last_request_at: float | None = None
@@ -66,6 +68,8 @@ class VersionServer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
         self._labels = (record.model, str(record.version))
+        self._born = time.monotonic()
+        pool.on_change = self._wake.set
 
     @property
     def version(self) -> int:
@@ -86,7 +90,7 @@ class VersionServer:
     def reconfigure(self, config: DeploymentConfig) -> None:
         """Apply batching and scaling changes that need no new replicas."""
         self.config = config
-        self.batcher.max_batch_size = config.max_batch_size
+        self.batcher.max_batch_size = self._batch_size(config)
         self.batcher.max_delay_s = config.max_queue_delay_ms / 1000
         self.batcher.capacity = config.queue_capacity
         self.autoscaler = Autoscaler(policy_of(config))
@@ -106,6 +110,7 @@ class VersionServer:
             deadline=now + self.config.request_timeout_ms / 1000,
             token=future,
             outputs=tuple(outputs) if outputs else None,
+            alone=not self.batchable,
         )
         try:
             self.batcher.add(pending)
@@ -128,6 +133,15 @@ class VersionServer:
             self.batcher.cancel(future)  # the client went away: never run it
             self.metrics.queue_depth.labels(*self._labels).set(len(self.batcher))
             raise
+
+    def _batch_size(self, config: DeploymentConfig) -> int:
+        return config.max_batch_size if self.batchable else 1
+
+    def idle_for(self, now: float) -> float:
+        """Seconds since this server last had work (0 while it has some)."""
+        if len(self.batcher) or self.running_requests:
+            return 0.0
+        return now - (self.last_request_at if self.last_request_at is not None else self._born)
 
     async def drain_and_close(self) -> None:
         """Stop taking requests, finish queued and running ones, then stop the replicas."""
@@ -156,6 +170,12 @@ class VersionServer:
             if now >= next_tick:
                 self._autoscale(now)
                 next_tick = now + AUTOSCALE_TICK_S
+            failing = self.pool.failing() if len(self.batcher) else None
+            if failing is not None:
+                # No replica could start (a model that fails to load, a missing key): say
+                # so now rather than at each request's timeout; the pool retries later.
+                for pending in self.batcher.take_all():
+                    self._fail(pending, failing)
             free = self.pool.capacity() > self.running_batches
             batch = self.batcher.next_batch(now) if free else None
             if batch is not None:

@@ -1,14 +1,13 @@
 """A replica's process (a "compute node"): loads one version once, then runs tasks.
 
-Started by ``ProcessReplica`` as ``python -m modelbay.serving.worker --fd N`` with the
-``ReplicaSpec`` as JSON on stdin. It talks over the inherited socket: a ``ReplicaReady``
-(or a ``TaskFailed`` with id -1 if loading fails), then one reply per task, in order.
-It exits on ``Shutdown`` or when the frontend's end of the socket closes.
+Forked by the zygote (``zygote.py``) for ``ProcessReplica``, with the ``ReplicaSpec`` as
+the first frame on its socket. It talks over that socket: a ``ReplicaReady`` (or a
+``TaskFailed`` with id -1 if loading fails), then one reply per task, in order. It exits
+on ``Shutdown`` or when the frontend's end of the socket closes.
 """
 
 from __future__ import annotations
 
-import argparse
 import ctypes
 import gc
 import logging
@@ -19,8 +18,6 @@ import sys
 import time
 import traceback
 from pathlib import Path
-
-import orjson
 
 from modelbay.errors import ModelbayError
 from modelbay.runtimes import Runtime
@@ -37,22 +34,6 @@ from modelbay.serving.messages import (
 
 log = logging.getLogger("modelbay.worker")
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--fd", type=int, required=True)
-    parser.add_argument("--parent", type=int, default=None, help="the frontend's pid")
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING, format="replica %(process)d: %(message)s")
-    if args.parent is not None:
-        die_with_parent(args.parent)
-    spec = ReplicaSpec.from_json(orjson.loads(sys.stdin.buffer.read()))
-    sock = socket.socket(fileno=args.fd)
-    try:
-        serve(sock, spec)
-    finally:
-        sock.close()
 
 
 def die_with_parent(parent: int) -> None:
@@ -127,7 +108,3 @@ def _read_exactly(sock: socket.socket, size: int) -> bytearray | None:
 
 def _send(sock: socket.socket, message: Message) -> None:
     sock.sendall(b"".join(ipc.encode(message)))
-
-
-if __name__ == "__main__":
-    main()

@@ -460,3 +460,28 @@ def _drain(b: Batcher, now: float, done: dict[int, str]) -> None:
                 done[_tag_of(p)] = "batched"
     assert len(b) == 0
     assert b.queued_rows == 0
+
+
+def test_requests_of_a_model_without_a_batch_axis_run_alone_and_whole() -> None:
+    # A model whose tensors have no variable first axis cannot have requests stacked: each
+    # runs alone, scalars included, and its outputs come back as the model gave them.
+    batcher = Batcher(16, 0.01, 100)
+    first = Pending({"x": np.float32(1.0).reshape(())}, 0.0, alone=True)
+    second = Pending({"x": np.ones((2, 3), np.float32)}, 0.0, alone=True)
+    batcher.add(first)
+    batcher.add(second)
+    batches = [batcher.next_batch(1.0), batcher.next_batch(1.0)]
+    assert [b.items for b in batches if b is not None] == [[first], [second]]
+    scalar = np.float32(7.0).reshape(())
+    assert batches[0] is not None
+    assert batches[0].split({"y": scalar, "z": scalar}) == [{"y": scalar, "z": scalar}]
+
+
+def test_take_all_empties_the_queue_oldest_first() -> None:
+    batcher = Batcher(16, 1.0, 100)
+    late, early = req(at=2.0), req(at=1.0)
+    batcher.add(late)
+    batcher.add(early)
+    assert batcher.take_all() == [early, late]
+    assert len(batcher) == 0
+    assert batcher.next_batch(10.0) is None

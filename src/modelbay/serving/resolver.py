@@ -1,0 +1,62 @@
+"""References to versions (numbers, aliases, ``latest``) resolved for the request path.
+
+Resolutions are kept in a short-lived in-memory cache so the request path does not query
+the registry each time; the catalog invalidates it on every local change, and the TTL
+bounds staleness when several frontends share one database. Nothing here loads a model:
+versions run in replica processes (see ``controller``).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from modelbay.registry import Registry, VersionRecord, parse_ref
+
+_RESOLVE_TTL_S = 2.0
+
+Resolved = tuple[VersionRecord, list[str] | None]
+"""A version's record and its model's labels."""
+
+
+class ModelResolver:
+    """Resolves references through the registry, cached for ``_RESOLVE_TTL_S``."""
+
+    def __init__(self, registry: Registry):
+        self.registry = registry
+        self._resolved: dict[tuple[str, str | int], tuple[float, VersionRecord, list[str] | None]]
+        self._resolved = {}
+        self._resolve_locks: dict[tuple[str, str | int], threading.Lock] = {}
+        self._lock = threading.Lock()
+
+    def resolve(self, name: str, ref: str | int = "latest") -> Resolved:
+        """The version a reference names now, and the model's labels (blocking)."""
+        fresh = self.peek(name, ref)
+        if fresh is not None:
+            return fresh
+        key = (name, parse_ref(ref))
+        with self._lock:
+            lock = self._resolve_locks.setdefault(key, threading.Lock())
+        with lock:  # one registry read per expiry, however many requests arrive meanwhile
+            fresh = self.peek(name, ref)
+            if fresh is not None:
+                return fresh
+            record = self.registry.get_version(name, key[1])
+            labels = self.registry.get_model(name).labels
+            self._resolved[key] = (time.monotonic(), record, labels)
+            return record, labels
+
+    def peek(self, name: str, ref: str | int) -> Resolved | None:
+        """What ``resolve`` would answer, if it is cached and fresh (no I/O)."""
+        hit = self._resolved.get((name, parse_ref(ref)))
+        if hit is None or time.monotonic() - hit[0] >= _RESOLVE_TTL_S:
+            return None
+        return hit[1], hit[2]
+
+    def invalidate(self, name: str) -> None:
+        """Forget cached references of a model (after alias moves, pushes, deletes)."""
+        for key in [k for k in self._resolved if k[0] == name]:
+            self._resolved.pop(key, None)
+        with self._lock:
+            for key in [k for k in self._resolve_locks if k[0] == name]:
+                self._resolve_locks.pop(key, None)
