@@ -11,6 +11,7 @@ Scenarios (models are built here with random weights; only speed is measured):
   resnet    a ResNet-18-style CNN on [N,3,64,64]: served vs in-process best batch
   binary    a [1,3,224,224] FP32 request: server CPU per request, JSON vs binary
   overload  twice the clients the server sustains, small queue: every request answered
+  frontends binary CIFAR requests with --workers 1 and --workers N (``--workers``)
   kill      kill -9 of a replica under load: answers, and time to a ready replacement
 Not a test: figures depend on the machine; docs/performance.md records measured ones.
 """
@@ -49,7 +50,7 @@ class Server:
     It accepts ``key`` as an admin API key (``MODELBAY_ADMIN_KEY``); every request sends it.
     """
 
-    def __init__(self, data_dir: Path):
+    def __init__(self, data_dir: Path, workers: int = 1):
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.key = f"mb_bench_{secrets.token_urlsafe(32)}"
@@ -66,6 +67,8 @@ class Server:
                 "0",
                 "--data-dir",
                 str(data_dir),
+                "--workers",
+                str(workers),
             ],
             env=env,
         )
@@ -101,8 +104,12 @@ class Server:
         return [p for v in status["versions"] for p in v["pids"]]
 
     def cpu_seconds(self) -> float:
-        """CPU time of the server and its replica processes so far."""
-        pids = [self.process.pid, *_children(self.process.pid)]
+        """CPU time of the server: its frontends, zygote and replicas, so far."""
+        pids, todo = [], [self.process.pid]
+        while todo:
+            pid = todo.pop()
+            pids.append(pid)
+            todo += _children(pid)
         return sum(_cpu(pid) for pid in pids)
 
     def stop(self) -> None:
@@ -300,10 +307,37 @@ def scenario_kill(server: Server, models: Path, seconds: float) -> None:
     server.http.delete("/api/v1/deployments/cifar-kill")
 
 
+def scenario_frontends(models: Path, tmp: Path, seconds: float, workers: int) -> None:
+    print(
+        f"\n[frontends] CIFAR-10 CNN, binary requests, 64 clients: --workers 1 vs {workers} "
+        "(two replicas, batching 32 / 2 ms, both runs)"
+    )
+    x = np.random.default_rng(1).random((1, 3, 32, 32), np.float32)
+    rates = {}
+    for n in (1, workers):
+        server = Server(tmp / f"data-frontends-{n}", workers=n)
+        try:
+            server.push("fe", models / "cifar.onnx")
+            server.deploy(
+                "fe", min_replicas=2, max_replicas=2, max_batch_size=32, max_queue_delay_ms=2
+            )
+            request = infer_request(server, "fe", x, binary=True)
+            run_load(server.port, request, 64, 1)  # warm up: every frontend connected
+            result = run_load(server.port, request, 64, seconds, processes=4)
+            rates[n] = result.rps
+            print(row(f"--workers {n}", result))
+        finally:
+            server.stop()
+    print(f"  => --workers {workers} / --workers 1: {rates[workers] / rates[1]:.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="per measurement")
-    parser.add_argument("--only", default="json,cifar,resnet,binary,overload,kill")
+    parser.add_argument("--only", default="json,cifar,resnet,binary,overload,kill,frontends")
+    parser.add_argument(
+        "--workers", type=int, default=2, help="frontend processes compared with one"
+    )
     args = parser.parse_args()
     only = set(args.only.split(","))
     tmp = Path(tempfile.mkdtemp(prefix="modelbay-bench-"))
@@ -316,6 +350,8 @@ def main() -> None:
     print(f"modelbay serving benchmark: {os.cpu_count()} CPUs, {args.seconds:g} s per load run")
     server = Server(tmp / "data")
     try:
+        if "frontends" in only:
+            scenario_frontends(models, tmp, args.seconds, args.workers)
         if "json" in only:
             scenario_json(server, models, args.seconds)
         sustained = scenario_cifar(server, models, args.seconds) if "cifar" in only else 0.0

@@ -4,7 +4,7 @@
     /tmp/ts-venv/bin/pip install torch==2.13.0 torchserve==0.12.0 \
         torch-model-archiver==0.12.0 nvgpu pyyaml    # it imports the last two undeclared)
     .venv/bin/python bench/peers/torchserve.py --ts-venv /tmp/ts-venv [--seconds 10]
-        [--clients 64,16] [--no-onnx]
+        [--clients 64,16] [--no-onnx] [--workers N]
 
 Needs Java 17 (Debian's openjdk-17-jre-headless). Not a test, not run by CI.
 
@@ -357,11 +357,13 @@ def bench_torchserve(models_dir: Path, clients: list[int], seconds: float) -> di
 # ---------------------------------------------------------------- modelbay
 
 
-def bench_modelbay(models_dir: Path, clients: list[int], seconds: float, fmt: str) -> dict:
+def bench_modelbay(
+    models_dir: Path, clients: list[int], seconds: float, fmt: str, workers: int = 1
+) -> dict:
     data = WORK / f"modelbay-{fmt}"
     shutil.rmtree(data, ignore_errors=True)
     data.mkdir(parents=True)
-    server = Server(data)
+    server = Server(data, workers=workers)
     results: dict = {}
     try:
         print(f"modelbay up (pid {server.process.pid}), models as {fmt}")
@@ -411,6 +413,9 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--clients", default="64,16")
     ap.add_argument("--no-onnx", action="store_true")
+    ap.add_argument(
+        "--workers", type=int, default=1, help="modelbay frontend processes (--workers)"
+    )
     ap.add_argument("--ts-venv", type=Path, default=TS_VENV, help="TorchServe's venv")
     ap.add_argument("--work", type=Path, default=WORK, help="models, archives, logs")
     args = ap.parse_args()
@@ -428,10 +433,12 @@ def main() -> None:
     print()
     runs = {"TorchServe": bench_torchserve(models_dir, clients, args.seconds)}
     runs["modelbay (TorchScript)"] = bench_modelbay(
-        models_dir, clients, args.seconds, "torchscript"
+        models_dir, clients, args.seconds, "torchscript", args.workers
     )
     if not args.no_onnx:
-        runs["modelbay (ONNX)"] = bench_modelbay(models_dir, clients, args.seconds, "onnx")
+        runs["modelbay (ONNX)"] = bench_modelbay(
+            models_dir, clients, args.seconds, "onnx", args.workers
+        )
 
     print("\n=== results (V2 JSON bodies, batching 32 / 5 ms, 1 worker/replica, 1 thread) ===")
     print(

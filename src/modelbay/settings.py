@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import ssl
 from pathlib import Path
 from typing import Literal
@@ -30,6 +31,10 @@ class Settings(BaseSettings):
 
     grpc_port: int = 8081
     """Port of the V2 gRPC server; 0 disables it."""
+
+    workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=256)
+    """Frontend processes serving the same ports; one leads (deployments, replicas), the
+    others route to its replicas."""
 
     max_upload_bytes: int = 8 * 1024**3
     """Largest model upload accepted (all files of one version together)."""

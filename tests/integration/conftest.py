@@ -30,6 +30,7 @@ class RunningServer:
         log_path: Path,
         env: dict[str, str] | None = None,
         ca_cert: Path | None = None,
+        workers: int = 1,
     ):
         self.data_dir = data_dir
         self.extra_env = env or {}
@@ -42,11 +43,17 @@ class RunningServer:
         self.url = f"{self.scheme}://127.0.0.1:{self.port}"
         self.grpc_url = f"127.0.0.1:{self.grpc_port}"
         self.process: subprocess.Popen[bytes] | None = None
+        self.workers = workers
+        """Frontend processes (``--workers``)."""
 
     def start(self) -> None:
         # The server's settings come from this fixture only, not from the caller's shell.
         env = {k: v for k, v in os.environ.items() if not k.startswith("MODELBAY_")}
-        env.update(HF_HUB_OFFLINE="1", MODELBAY_LOG_LEVEL="warning", MODELBAY_ADMIN_KEY=ADMIN_KEY)
+        env.update(
+            HF_HUB_OFFLINE="1",
+            MODELBAY_LOG_LEVEL=os.environ.get("TEST_SERVER_LOG", "warning"),
+            MODELBAY_ADMIN_KEY=ADMIN_KEY,
+        )
         # Every test client is 127.0.0.1: tests that look for their refusals in the audit
         # log need each one audited, not summed up with the session's others.
         env.update(
@@ -68,6 +75,8 @@ class RunningServer:
                     str(self.grpc_port),
                     "--data-dir",
                     str(self.data_dir),
+                    "--workers",
+                    str(self.workers),
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -108,6 +117,23 @@ class RunningServer:
         assert response.status_code == 201, response.text
         record: dict[str, Any] = response.json()
         return record
+
+    def frontends(self) -> list[int]:
+        """The processes that serve HTTP: ``modelbay serve`` itself, or with several
+        workers, the frontend processes of uvicorn's supervisor."""
+        assert self.process is not None
+        if self.workers == 1:
+            return [self.process.pid]
+        found = []
+        for task in Path(f"/proc/{self.process.pid}/task").iterdir():
+            for child in (task / "children").read_text().split():
+                try:
+                    cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+                except FileNotFoundError:
+                    continue
+                if b"multiprocessing-fork" in cmdline and b"resource_tracker" not in cmdline:
+                    found.append(int(child))
+        return found
 
     def log(self) -> str:
         return self.log_path.read_text()
@@ -174,7 +200,8 @@ def _admin_key_for_clients() -> Iterator[None]:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     """One server shared by the session's tests; tests use their own model names."""
     root = tmp_path_factory.mktemp("server")
-    running = RunningServer(root / "data", root / "server.log")
+    # Two frontend processes: what one of them is asked, the other must know at once.
+    running = RunningServer(root / "data", root / "server.log", workers=2)
     running.start()
     yield running
     running.stop()

@@ -224,9 +224,18 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         _as(w, "PUT", M + "/aliases/prod", 200, json={"version": 1})
         _as(w, "POST", "/api/v1/deployments", 201, json={"model": MODEL, "version": "1"})
         for _ in range(300):  # the deployment's replica loads in the background
-            if http.get(f"{server.url}/v2/models/{MODEL}/ready").status_code == 200:
+            status = http.get(f"{server.url}/api/v1/deployments/{DEPLOYMENT}").json()
+            if status["status"]["state"] == "ready":
                 break
             time.sleep(0.1)
+        # Every frontend (the server runs several) knows of it: readiness holds in a row.
+        ready = 0
+        for _ in range(300):
+            answer = http.get(f"{server.url}/v2/models/{MODEL}/ready").status_code
+            ready = ready + 1 if answer == 200 else 0
+            if ready == 10:
+                break
+            time.sleep(0.05)
         yield w
     finally:
         server.stop()

@@ -75,7 +75,8 @@ def test_pushes_validate_and_models_run_outside_the_frontend(
 ) -> None:
     server = idle_server
     assert server.process is not None
-    frontend = server.process.pid
+    # `modelbay serve` itself, and its frontend processes when it runs several
+    frontends = server.frontends()
     models = {
         "path-sklearn": build_sklearn(tmp_path),
         "path-onnx": build_onnx(tmp_path),
@@ -88,7 +89,8 @@ def test_pushes_validate_and_models_run_outside_the_frontend(
         ready = http.get(f"{server.url}/v2/models/{name}/versions/1/ready")
         assert ready.status_code == 200, ready.text
         assert implicit_replicas(server, name) == 0
-    assert frameworks_loaded(frontend) == [], "pushing loaded a framework into the frontend"
+    for frontend in frontends:
+        assert frameworks_loaded(frontend) == [], "pushing loaded a framework into a frontend"
 
     x = iris()[0][:5]
     for name, model in models.items():
@@ -96,7 +98,8 @@ def test_pushes_validate_and_models_run_outside_the_frontend(
             infer(server, model, name, x), model.reference(x.astype(model.input_dtype)), rtol=1e-4
         )
         assert implicit_replicas(server, name) == 1
-    assert frameworks_loaded(frontend) == [], "inference loaded a framework into the frontend"
+    for frontend in frontends:
+        assert frameworks_loaded(frontend) == [], "inference loaded a framework into a frontend"
 
 
 def test_an_implicit_deployment_scales_to_zero_when_idle_and_back_on_demand(
@@ -155,18 +158,25 @@ def test_a_replica_that_is_killed_is_replaced_for_the_next_request(
 
 
 def _replica_pids(server: RunningServer) -> list[str]:
-    """Replica processes of the server (children of its zygote named ``mb-replica``)."""
+    """Replica processes of the server: its descendants named ``mb-replica``."""
     assert server.process is not None
-    zygotes = _children(server.process.pid)
-    return [
-        pid for zygote in zygotes for pid in _children(int(zygote)) if _comm(pid) == "mb-replica"
-    ]
+    found: list[str] = []
+    todo = [str(server.process.pid)]
+    while todo:
+        pid = todo.pop()
+        children = _children(int(pid))
+        todo += children
+        found += [child for child in children if _comm(child) == "mb-replica"]
+    return found
 
 
 def _children(pid: int) -> list[str]:
     found: list[str] = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        found += (task / "children").read_text().split()
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            found += (task / "children").read_text().split()
+    except FileNotFoundError:  # it exited meanwhile
+        pass
     return found
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from datetime import datetime, timedelta
 from typing import Annotated
 
@@ -24,6 +25,7 @@ from modelbay.api.fields import (
     text,
 )
 from modelbay.errors import InvalidRequest, NotFound
+from modelbay.frontends.epochs import USAGE_SETTLE_S, Domain
 from modelbay.registry.tables import utcnow
 from modelbay.security.accounts import AccountKind, AccountRecord
 from modelbay.security.keys import KeyRecord, TenantRecord
@@ -182,6 +184,7 @@ def disable_account(
 ) -> AccountRecord:
     record = ctx.accounts.disable(name, account, by=principal)
     ctx.guard.authenticator.forget()
+    ctx.epochs.bump(Domain.ACCESS)
     return record
 
 
@@ -240,6 +243,7 @@ def revoke_key(ctx: ContextDep, principal: PrincipalDep, key_id: str) -> KeyReco
     ctx.keys.check_grant(principal, target.tenant, target.role)  # owners cannot touch admins
     record = ctx.keys.revoke_key(key_id)
     ctx.guard.authenticator.forget()
+    ctx.epochs.bump(Domain.ACCESS)
     return record
 
 
@@ -258,6 +262,9 @@ def usage(
 ) -> UsageList:
     name = _tenant_filter(principal, tenant)
     tenant_id = ctx.keys.tenant_id(name) if name is not None else None
+    if ctx.settings.workers > 1:  # the other frontends write what they counted first
+        ctx.epochs.bump(Domain.USAGE)
+        time.sleep(USAGE_SETTLE_S)
     return UsageList(
         usage=ctx.guard.meter.report(tenant_id=tenant_id, key_id=key_id, since=since, until=until)
     )
@@ -290,4 +297,5 @@ def _expiry(text: str | None) -> datetime | None:
 
 def _limits_changed(ctx: AppContext) -> None:
     ctx.guard.authenticator.forget()  # principals carry the tenant's limits
+    ctx.epochs.bump(Domain.ACCESS)
     ctx.guard.limiter.forget()

@@ -6,7 +6,8 @@ import asyncio
 import contextlib
 import gc
 import logging
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
@@ -33,6 +34,11 @@ from modelbay.api.headers import SecurityHeaders
 from modelbay.api.limits import BodyLimit
 from modelbay.api.v2_infer import InferFastPath
 from modelbay.catalog import Catalog
+from modelbay.frontends.coordinator import Controller, Coordinator
+from modelbay.frontends.epochs import Domain, SharedEpochs
+from modelbay.frontends.follower import FollowerController
+from modelbay.frontends.run import RunDir
+from modelbay.frontends.shared_table import SharedTable
 from modelbay.registry import DeploymentConfig, DeploymentStore, Registry, make_engine, migrate
 from modelbay.security.access import ResourceDirectory
 from modelbay.security.accounts import AccountStore
@@ -44,10 +50,11 @@ from modelbay.security.limits import RateLimiter
 from modelbay.security.policy import public_paths, rest_rules
 from modelbay.security.refusals import RefusalThrottle
 from modelbay.security.usage import UsageMeter
-from modelbay.serving import InferenceService, ModelResolver
 from modelbay.serving.controller import DeploymentController
+from modelbay.serving.inference import InferenceService
 from modelbay.serving.metrics import ServingMetrics
 from modelbay.serving.replica import replica_factory
+from modelbay.serving.resolver import ModelResolver
 from modelbay.serving.validator import WorkerValidator, validate_here
 from modelbay.serving.zygote import Launcher
 from modelbay.settings import Settings
@@ -74,19 +81,39 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings.admin_key.get_secret_value() if settings.admin_key else None,
         audit,
     )
-    meter = UsageMeter(engine)
+    # What the frontends of this data directory share: change counters and a table of
+    # rate-limit buckets and uncounted requests (see modelbay.frontends).
+    run = RunDir(settings.data_dir)
+    epochs = SharedEpochs(run.epochs_file)
+    table = SharedTable(run.table_file)
+    meter = UsageMeter(engine, table=table)
     directory = ResourceDirectory(engine)
     refusals = RefusalThrottle(
         settings.audit_refusals_window_s,
         settings.audit_refusals_per_client,
         settings.audit_refusals_total,
     )
-    guard = Guard(Authenticator(keys), directory, RateLimiter(), meter, audit, refusals)
+    guard = Guard(
+        Authenticator(keys),
+        directory,
+        RateLimiter(table),
+        meter,
+        audit,
+        refusals,
+        before_auth=epochs.sync,
+    )
+    epochs.on_change(Domain.ACCESS, guard.authenticator.forget)
+    epochs.on_change(Domain.ACCESS, directory.invalidate)
+    epochs.on_change(Domain.MODELS, resolver.invalidate_all)
+    epochs.on_change(Domain.USAGE, lambda: _in_thread(meter.flush))
 
     def removed(name: str, version: int | None) -> None:
         resolver.invalidate(name)
-        controller.forget(name, version)
         directory.invalidate(name)
+        epochs.bump(Domain.MODELS)
+        epochs.bump(Domain.ACCESS)
+        controller = inference.controller
+        controller.forget(name, version)
         controller.notify()  # its deployment went with it, or now follows another version
 
     # Replica and validation processes are forked by one zygote; none in debugging mode.
@@ -101,23 +128,39 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     metrics = ServingMetrics()
     deployments = DeploymentStore(engine)
-    controller = DeploymentController(
-        registry,
-        deployments,
-        replica_factory(launcher),
-        metrics,
-        blob_dir=str(settings.blob_dir),
-        keyring=keyring,
-        interval_s=settings.reconcile_interval_s,
-        max_replicas=settings.max_replicas,
-        implicit=DeploymentConfig(
-            min_replicas=0,
-            max_replicas=1,
-            idle_to_zero_s=settings.implicit_idle_s,
-            threads_per_replica=settings.intra_op_threads,
-        ),
+    implicit = DeploymentConfig(
+        min_replicas=0,
+        max_replicas=1,
+        idle_to_zero_s=settings.implicit_idle_s,
+        threads_per_replica=settings.intra_op_threads,
     )
-    inference = InferenceService(resolver, controller, metrics)
+
+    def leader(sockets_dir: str) -> DeploymentController:
+        if launcher is not None:
+            launcher.start()  # it imports the frameworks while the rest starts
+        return DeploymentController(
+            registry,
+            deployments,
+            replica_factory(launcher, sockets_dir),
+            metrics,
+            blob_dir=str(settings.blob_dir),
+            keyring=keyring,
+            interval_s=settings.reconcile_interval_s,
+            max_replicas=settings.max_replicas,
+            implicit=implicit,
+        )
+
+    def follower(on_leader_gone: Callable[[], None]) -> FollowerController:
+        return FollowerController(
+            run, epochs, metrics, blob_dir=str(settings.blob_dir), on_leader_gone=on_leader_gone
+        )
+
+    def install(controller: Controller) -> None:
+        inference.controller = controller
+        ctx.controller = controller
+
+    inference = InferenceService(resolver, None, metrics)  # type: ignore[arg-type]
+    coordinator = Coordinator(run, epochs, leader, follower, install)
     ctx = AppContext(
         settings,
         registry,
@@ -125,19 +168,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         resolver,
         inference,
         deployments,
-        controller,
+        None,  # type: ignore[arg-type]  # installed by coordinator.choose()
         audit,
         keys,
         AccountStore(engine),
         guard,
+        epochs,
     )
+    coordinator.choose()
     rules = rest_rules(public_metrics=settings.public_metrics)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        if launcher is not None:
-            launcher.start()  # it imports the frameworks while the rest starts
-        controller.start()
+        await coordinator.start()
+        syncer = asyncio.create_task(_sync(epochs))
         # Everything built so far lives as long as the server: out of the collector's way, so
         # a full collection scans what requests allocate, not the frameworks (tens of ms).
         gc.freeze()
@@ -151,7 +195,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         if grpc_server is not None:
             await grpc_server.stop(STOP_GRACE_S)
-        await controller.stop()
+        await coordinator.stop()
+        syncer.cancel()
         flusher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await flusher
@@ -171,6 +216,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.ctx = ctx
+
+    def release() -> None:
+        """Give up what an app that will not be served holds (the leader lock, the zygote):
+        ``modelbay serve --workers N`` builds one to prepare the data directory."""
+        if launcher is not None:
+            launcher.close()
+        run.close()
+        engine.dispose()
+
+    app.state.release = release
     app.state.guard = guard
     app.state.rules = rules
     install_error_handlers(app)
@@ -205,10 +260,47 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
+def serve_app() -> ASGIApp:
+    """The app of one of several frontend processes (uvicorn's factory; settings from the
+    environment, which ``modelbay serve --workers N`` prepared)."""
+    from modelbay.serving.metrics import clean_dead_processes
+    from modelbay.serving.worker import die_with_parent
+
+    die_with_parent(os.getppid())  # with the supervisor: no orphan keeps the port
+    settings = Settings()
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    clean_dead_processes()
+    return edge_of(create_app(settings))
+
+
 def edge_of(app: FastAPI) -> ASGIApp:
     """The ASGI app to serve for ``app`` (made by ``create_app``)."""
     edge: ASGIApp = app.state.edge
     return edge
+
+
+def _in_thread(work: Callable[[], None]) -> None:
+    """Start ``work`` on the event loop's executor (called on the loop: no blocking here)."""
+    future = asyncio.get_running_loop().run_in_executor(None, work)
+    future.add_done_callback(_log_failure)
+
+
+def _log_failure(future: asyncio.Future[None]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.error("background work failed", exc_info=future.exception())
+
+
+async def _sync(epochs: SharedEpochs) -> None:
+    """Apply other frontends' changes even when no request comes (gRPC, the controller)."""
+    while True:
+        await asyncio.sleep(0.1)
+        try:
+            epochs.sync()
+        except Exception:
+            log.exception("applying another frontend's change failed")
 
 
 async def _flush(guard: Guard, interval_s: float) -> None:

@@ -8,14 +8,16 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from modelbay.catalog import Catalog
+from modelbay.frontends.coordinator import Controller
+from modelbay.frontends.epochs import SharedEpochs
 from modelbay.registry import DeploymentStore, Registry
 from modelbay.security.access import ResourceDirectory
 from modelbay.security.accounts import AccountStore
 from modelbay.security.audit import AuditLog
 from modelbay.security.guard import Guard
 from modelbay.security.keys import KeyStore
-from modelbay.serving import InferenceService, ModelResolver
-from modelbay.serving.controller import DeploymentController
+from modelbay.serving.inference import InferenceService
+from modelbay.serving.resolver import ModelResolver
 from modelbay.settings import Settings
 
 
@@ -29,11 +31,12 @@ class AppContext:
     resolver: ModelResolver
     inference: InferenceService
     deployments: DeploymentStore
-    controller: DeploymentController
+    controller: Controller
     audit: AuditLog
     keys: KeyStore
     accounts: AccountStore
     guard: Guard
+    epochs: SharedEpochs
 
     @property
     def directory(self) -> ResourceDirectory:

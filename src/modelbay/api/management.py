@@ -29,6 +29,7 @@ from modelbay.api.fields import (
 from modelbay.archives import safe_relative_path
 from modelbay.catalog import PushRequest
 from modelbay.errors import InvalidRequest, NotFound
+from modelbay.frontends.epochs import Domain
 from modelbay.registry import ModelRecord, VersionRecord
 from modelbay.registry.repository import check_alias_name
 from modelbay.tensors import Signature
@@ -113,6 +114,7 @@ def create_model(
         tenant_id=principal.tenant_id,
     )
     ctx.directory.invalidate(body.name)
+    ctx.epochs.bump(Domain.ACCESS)
     return record
 
 
@@ -126,6 +128,7 @@ def set_access(ctx: ContextDep, name: str, body: ModelAccess) -> ModelRecord:
         name, public=body.visibility == "public", shared_with=body.shared_with
     )
     ctx.directory.invalidate(name)
+    ctx.epochs.bump(Domain.ACCESS)
     return record
 
 
@@ -142,6 +145,7 @@ def get_model(ctx: ContextDep, name: str) -> ModelRecord:
 def update_model(ctx: ContextDep, name: str, body: ModelUpdate) -> ModelRecord:
     record = ctx.registry.update_model(name, **body.model_dump(exclude_unset=True))
     ctx.resolver.invalidate(name)
+    ctx.epochs.bump(Domain.MODELS)
     return record
 
 
@@ -210,6 +214,9 @@ async def push_version(
     )
     record = await run_in_threadpool(ctx.catalog.push, name, push)
     ctx.directory.invalidate(name)
+    ctx.resolver.invalidate(name)  # "latest" names the new version now
+    ctx.epochs.bump(Domain.ACCESS)
+    ctx.epochs.bump(Domain.MODELS)
     ctx.controller.notify()  # a deployment following "latest" rolls to the new version
     return record
 
@@ -282,6 +289,7 @@ def list_aliases(ctx: ContextDep, name: str) -> AliasList:
 def set_alias(ctx: ContextDep, name: str, alias: str, body: AliasTarget) -> VersionRecord:
     record = ctx.registry.set_alias(name, check_alias_name(alias), body.version)
     ctx.resolver.invalidate(name)
+    ctx.epochs.bump(Domain.MODELS)
     ctx.controller.notify()
     return record
 
@@ -295,6 +303,7 @@ def set_alias(ctx: ContextDep, name: str, alias: str, body: AliasTarget) -> Vers
 def delete_alias(ctx: ContextDep, name: str, alias: str) -> Response:
     ctx.registry.delete_alias(name, alias)
     ctx.resolver.invalidate(name)
+    ctx.epochs.bump(Domain.MODELS)
     ctx.controller.notify()
     return Response(status_code=204)
 

@@ -25,7 +25,7 @@ from modelbay.errors import ClientDisconnected, InvalidRequest, ModelbayError, P
 from modelbay.protocols import v2
 from modelbay.security.guard import Guard
 from modelbay.security.policy import REST_RULES
-from modelbay.serving import InferenceService, InferResult
+from modelbay.serving.inference import InferenceService, InferResult
 
 log = logging.getLogger("modelbay.api")
 

@@ -34,6 +34,15 @@ DbOpt = Annotated[
     str | None, typer.Option(help="SQLAlchemy URL of the registry [env MODELBAY_DATABASE_URL]")
 ]
 LogOpt = Annotated[str | None, typer.Option(help="debug, info, warning, error")]
+WorkersOpt = Annotated[
+    int | None,
+    typer.Option(
+        min=1,
+        max=256,
+        help="Frontend processes serving the same ports (default: the number of cores) "
+        "[env MODELBAY_WORKERS]",
+    ),
+]
 TlsCertOpt = Annotated[
     Path | None,
     typer.Option(
@@ -63,8 +72,10 @@ def serve(
     log_level: LogOpt = None,
     tls_cert: TlsCertOpt = None,
     tls_key: TlsKeyOpt = None,
+    workers: WorkersOpt = None,
 ) -> None:
     settings = _settings(
+        workers=workers,
         host=host,
         port=port,
         grpc_port=grpc_port,
@@ -84,8 +95,11 @@ def demo(
         "demo-data"
     ),
     log_level: LogOpt = None,
+    workers: WorkersOpt = None,
 ) -> None:
-    settings = _settings(host=host, port=port, data_dir=data_dir, log_level=log_level)
+    settings = _settings(
+        host=host, port=port, data_dir=data_dir, log_level=log_level, workers=workers
+    )
     _run(settings, demo=True)
 
 
@@ -131,16 +145,15 @@ def _run(settings: Any, *, demo: bool) -> None:
             console.print("[green]deployed[/] digits-cnn-onnx@production (batching, 1-2 replicas)")
         scheme = "https" if settings.tls_cert_file else "http"
         tour = _tour(f"{scheme}://{settings.host}:{settings.port}", settings)
+    if settings.workers > 1 and settings.replica_mode == "inprocess":
+        # Replicas on threads of one frontend cannot be reached from the others.
+        logging.getLogger("modelbay").warning("replica_mode inprocess: one frontend process")
+    elif settings.workers > 1:
+        app.state.release()  # the workers lead and follow; this process only supervises
+        _run_workers(settings, tour)
+        return
     # uvicorn's default context accepts TLS 1.2 and newer only; its banner then says https://.
-    config = uvicorn.Config(
-        edge_of(app),
-        host=settings.host,
-        port=settings.port,
-        ssl_certfile=settings.tls_cert_file,
-        ssl_keyfile=settings.tls_key_file,
-        log_level=settings.log_level,
-        access_log=settings.log_level == "debug",
-    )
+    config = uvicorn.Config(edge_of(app), **_listening(settings))
     server = uvicorn.Server(config)
     if tour is not None:
         threading.Thread(target=_print_when_up, args=(server, tour), daemon=True).start()
@@ -148,6 +161,59 @@ def _run(settings: Any, *, demo: bool) -> None:
         server.run()
     if not server.started:
         sys.exit(STARTUP_FAILURE)
+
+
+def _listening(settings: Any) -> dict[str, Any]:
+    """uvicorn's settings for where and how to listen, and what to log."""
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        "ssl_certfile": settings.tls_cert_file,
+        "ssl_keyfile": settings.tls_key_file,
+        "log_level": settings.log_level,
+        "access_log": settings.log_level == "debug",
+    }
+
+
+def _run_workers(settings: Any, tour: str | None) -> None:
+    """Run ``settings.workers`` frontend processes on one listening socket, restarted by
+    uvicorn's supervisor if one dies. Their settings travel in the environment."""
+    import shutil
+
+    import uvicorn
+    from pydantic import SecretStr
+    from uvicorn.supervisors import Multiprocess
+
+    from modelbay.serving.metrics import MULTIPROC_ENV
+
+    metrics_dir = settings.data_dir / "run" / "metrics"
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True, mode=0o700)
+    os.environ[MULTIPROC_ENV] = str(metrics_dir)
+    for name, value in settings.model_dump(exclude_none=True).items():
+        if not isinstance(value, SecretStr):  # secrets come from the environment already
+            os.environ[f"MODELBAY_{name.upper()}"] = str(value)
+    config = uvicorn.Config(
+        "modelbay.api.app:serve_app", factory=True, workers=settings.workers, **_listening(settings)
+    )
+    sock = config.bind_socket()
+    if tour is not None:
+        url = f"{'https' if settings.tls_cert_file else 'http'}://{settings.host}:{settings.port}"
+        threading.Thread(target=_print_when_ready, args=(url, tour), daemon=True).start()
+    supervisor = Multiprocess(config, sockets=[sock])
+    with contextlib.suppress(KeyboardInterrupt):
+        supervisor.run()
+
+
+def _print_when_ready(url: str, text: str) -> None:
+    import httpx
+
+    for _ in range(600):
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{url}/v2/health/ready", verify=False, timeout=1).status_code == 200:
+                console.print(text, soft_wrap=True, highlight=False)
+                return
+        time.sleep(0.2)
 
 
 def _print_when_up(server: Any, text: str) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,7 +54,11 @@ class Guard:
         meter: UsageMeter,
         audit: AuditLog,
         refusals: RefusalThrottle | None = None,
+        *,
+        before_auth: Callable[[], None] | None = None,
     ):
+        self.before_auth = before_auth
+        """Called before each authentication: applies other frontends' changes to caches."""
         self.authenticator = authenticator
         self.directory = directory
         self.limiter = limiter
@@ -62,6 +67,8 @@ class Guard:
         self.refusals = refusals or RefusalThrottle()
 
     async def authenticate(self, token: str, caller: Caller) -> Principal:
+        if self.before_auth is not None:
+            self.before_auth()
         try:
             hit, principal = self.authenticator.cached(token)
             if not hit:

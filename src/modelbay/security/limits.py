@@ -15,6 +15,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from modelbay.frontends.shared_table import SharedTable
 from modelbay.security.principals import Principal
 
 MIN_RATE_RPS = 0.01
@@ -94,10 +95,15 @@ def burst_of(rate: float) -> float:
 
 
 class RateLimiter:
-    """Buckets per key and per tenant; daily counts come from ``used_today``."""
+    """Buckets per key and per tenant; daily counts come from ``used_today``.
 
-    def __init__(self) -> None:
+    With a ``table`` the buckets live there, shared by every frontend of the data
+    directory (so a limit holds for the server, not per process); without, in memory.
+    """
+
+    def __init__(self, table: SharedTable | None = None) -> None:
         self._buckets: dict[str, TokenBucket] = {}
+        self._table = table
 
     def admit(
         self,
@@ -107,6 +113,34 @@ class RateLimiter:
         used_today: Callable[[Principal], tuple[int, int]],
     ) -> Verdict:
         """Decide one request of ``p``; ``used_today(p)`` gives (key's, tenant's) count."""
+        table = self._table
+        if table is None or (p.rate_limit_rps is None and p.tenant_rate_limit_rps is None):
+            return self._admit(p, now, seconds_to_midnight, used_today)
+        names = [f"k:{p.key_id}", f"t:{p.tenant_id}"]
+        with table.locked():
+            generation = int((table.get("b/generation") or (0.0, 0.0, 0.0))[0])
+            prefix = f"b/{generation}/"
+            for name in names:
+                shared = table.get(prefix + name)
+                if shared is None:
+                    self._buckets.pop(name, None)
+                else:
+                    rate, tokens, updated = shared
+                    self._buckets[name] = TokenBucket(rate, burst_of(rate), tokens, updated)
+            verdict = self._admit(p, now, seconds_to_midnight, used_today)
+            for name in names:
+                bucket = self._buckets.get(name)
+                if bucket is not None:
+                    table.put(prefix + name, bucket.rate, bucket.tokens, bucket.updated)
+        return verdict
+
+    def _admit(
+        self,
+        p: Principal,
+        now: float,
+        seconds_to_midnight: float,
+        used_today: Callable[[Principal], tuple[int, int]],
+    ) -> Verdict:
         buckets = self._applicable_buckets(p, now)
         limits: list[Limit] = []
         refusal: tuple[float, Limit] | None = None
@@ -139,6 +173,10 @@ class RateLimiter:
     def forget(self) -> None:
         """Drop every bucket, e.g. after a limit changed (they refill from full)."""
         self._buckets.clear()
+        if self._table is not None:
+            with self._table.locked():  # every frontend's buckets restart from full
+                generation = (self._table.get("b/generation") or (0.0, 0.0, 0.0))[0]
+                self._table.put("b/generation", generation + 1, 0.0, 0.0)
 
     def _applicable_buckets(self, p: Principal, now: float) -> list[tuple[str, TokenBucket]]:
         found = []

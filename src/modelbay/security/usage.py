@@ -14,9 +14,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from pydantic import BaseModel
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import sessionmaker
 
+from modelbay.frontends.shared_table import SharedTable
 from modelbay.registry.tables import TenantRow, UsageRow
 from modelbay.security.principals import Principal
 
@@ -52,7 +54,13 @@ def seconds_to_midnight(epoch_s: float) -> float:
 class UsageMeter:
     """Counts admitted requests and their server time; thread-safe."""
 
-    def __init__(self, engine: Engine, clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        engine: Engine,
+        clock: Callable[[], float] = time.time,
+        *,
+        table: SharedTable | None = None,
+    ):
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self._clock = clock
         self._lock = threading.Lock()
@@ -60,6 +68,9 @@ class UsageMeter:
         self._day = utc_day(clock())
         self._key_today: dict[str, int] = {}
         self._tenant_today: dict[int, int] = {}
+        self._table = table
+        """Today's counts shared by the frontends of the data directory (quotas hold for
+        the server); ``_key_today`` and ``_tenant_today`` then only seed it."""
         self._load_today()
 
     def now(self) -> float:
@@ -71,10 +82,16 @@ class UsageMeter:
         with self._lock:
             if day != self._day:
                 self._day, self._key_today, self._tenant_today = day, {}, {}
-            self._key_today[p.key_id] = self._key_today.get(p.key_id, 0) + 1
-            self._tenant_today[p.tenant_id] = self._tenant_today.get(p.tenant_id, 0) + 1
             entry = self._pending.setdefault((day, p.key_id), [p.tenant_id, 0, 0.0])
             entry[1] += 1
+            if self._table is None:
+                self._key_today[p.key_id] = self._key_today.get(p.key_id, 0) + 1
+                self._tenant_today[p.tenant_id] = self._tenant_today.get(p.tenant_id, 0) + 1
+                return
+            with self._table.locked():
+                for name, seed in self._shared_names(p, day):
+                    shared = self._table.get(name)
+                    self._table.put(name, (shared[0] if shared else seed) + 1, 0.0, 0.0)
 
     def add_seconds(self, p: Principal, now: float, seconds: float) -> None:
         with self._lock:
@@ -86,7 +103,19 @@ class UsageMeter:
         with self._lock:
             if utc_day(self._clock()) != self._day:
                 return 0, 0
-            return self._key_today.get(p.key_id, 0), self._tenant_today.get(p.tenant_id, 0)
+            if self._table is None:
+                return self._key_today.get(p.key_id, 0), self._tenant_today.get(p.tenant_id, 0)
+            counts = []
+            for name, seed in self._shared_names(p, self._day):
+                shared = self._table.get(name)  # a read: no lock needed for one number
+                counts.append(int(shared[0]) if shared else seed)
+            return counts[0], counts[1]
+
+    def _shared_names(self, p: Principal, day: str) -> list[tuple[str, int]]:
+        return [
+            (f"u/{day}/k/{p.key_id}", self._key_today.get(p.key_id, 0)),
+            (f"u/{day}/t/{p.tenant_id}", self._tenant_today.get(p.tenant_id, 0)),
+        ]
 
     def flush(self) -> None:
         """Add what was counted since the last flush to the table."""
@@ -95,25 +124,42 @@ class UsageMeter:
         if not pending:
             return
         try:
-            with self._sessions.begin() as s:
-                for (day, key_id), (tenant_id, requests, seconds) in pending.items():
-                    row = s.scalar(
-                        select(UsageRow).where(UsageRow.day == day, UsageRow.key_id == key_id)
-                    )
-                    if row is None:
-                        row = UsageRow(
-                            day=day,
-                            key_id=key_id,
-                            tenant_id=int(tenant_id),
-                            requests=0,
-                            compute_seconds=0.0,
-                        )
-                        s.add(row)
-                    row.requests += int(requests)
-                    row.compute_seconds += seconds
+            for (day, key_id), (tenant_id, requests, seconds) in pending.items():
+                self._add(day, key_id, int(tenant_id), int(requests), seconds)
         except Exception:
             self._restore(pending)  # nothing counted is lost; the next flush retries
             raise
+
+    def _add(self, day: str, key_id: str, tenant_id: int, requests: int, seconds: float) -> None:
+        """Add to a row in one statement: other frontends flush into the same rows."""
+        match = (UsageRow.day == day, UsageRow.key_id == key_id)
+        grow = (
+            update(UsageRow)
+            .where(*match)
+            .values(
+                requests=UsageRow.requests + requests,
+                compute_seconds=UsageRow.compute_seconds + seconds,
+            )
+        )
+        for _ in range(2):
+            with self._sessions.begin() as s:
+                if s.execute(grow).rowcount:  # type: ignore[attr-defined]
+                    return
+            try:
+                with self._sessions.begin() as s:
+                    s.add(
+                        UsageRow(
+                            day=day,
+                            key_id=key_id,
+                            tenant_id=tenant_id,
+                            requests=requests,
+                            compute_seconds=seconds,
+                        )
+                    )
+                return
+            except IntegrityError:
+                continue  # another frontend inserted it first: add to theirs
+        raise RuntimeError(f"could not record usage of key {key_id} on {day}")
 
     def report(
         self,

@@ -1,6 +1,5 @@
-"""The data plane: references resolved, deployments run, the inference path."""
+"""The data plane: references resolved, deployments run, the inference path.
 
-from modelbay.serving.inference import InferenceService, InferResult
-from modelbay.serving.resolver import ModelResolver
-
-__all__ = ["InferResult", "InferenceService", "ModelResolver"]
+Import from the modules (``modelbay.serving.inference`` ...): this package imports
+nothing itself, so a replica or the zygote loads only what it runs.
+"""

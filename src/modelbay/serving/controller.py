@@ -40,6 +40,7 @@ from modelbay.store.crypto import Keyring
 log = logging.getLogger("modelbay.controller")
 
 READY_TIMEOUT_S = 300.0
+FOLLOWER_GRACE_S = 1.0
 
 
 @dataclass
@@ -135,6 +136,18 @@ class DeploymentController:
         for key in [k for k in self.implicit_servers if k[0] == model and version in (None, k[1])]:
             self._background_task(self.implicit_servers.pop(key).drain_and_close())
 
+    async def _prune_deleted(self) -> None:
+        """Stop implicit deployments of versions deleted (through any frontend)."""
+        for model in {m for m, _ in self.implicit_servers}:
+            try:
+                listed = await asyncio.to_thread(self.registry.list_versions, model)
+                versions = {v.version for v in listed}
+            except NotFound:
+                versions = set()
+            for key in [k for k in self.implicit_servers if k[0] == model]:
+                if key[1] not in versions:
+                    self._forget(*key)
+
     def _reap_idle(self) -> None:
         """Forget implicit deployments that scaled to zero and stayed idle."""
         now = time.monotonic()
@@ -192,6 +205,7 @@ class DeploymentController:
 
     async def reconcile(self) -> None:
         """Converge the running deployments to the rows, once."""
+        await self._prune_deleted()
         rows = {r.name: r for r in await asyncio.to_thread(self.store.list)}
         for name in [n for n in self.running if n not in rows]:
             gone = self.running.pop(name)
@@ -258,6 +272,9 @@ class DeploymentController:
                 return
             setattr(deployment, role, new)
             log.info("deployment %s: %s now version %d", deployment.record.name, role, new.version)
+            # Other frontends learn of the switch within a few tens of milliseconds and still
+            # have batches on the old replicas meanwhile: give them time before stopping.
+            await asyncio.sleep(FOLLOWER_GRACE_S)
             await old.drain_and_close()
         finally:
             deployment.rolling.pop(new.version, None)

@@ -11,13 +11,16 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from modelbay.errors import ClientDisconnected, ModelbayError, ModelNotReady
 from modelbay.registry import LATEST, VersionRecord
 from modelbay.runtimes import PLATFORMS
-from modelbay.serving.controller import DeploymentController
+
+if TYPE_CHECKING:
+    from modelbay.frontends.coordinator import Controller
 from modelbay.serving.metrics import ServingMetrics
 from modelbay.serving.resolver import ModelResolver, Resolved
 from modelbay.serving.version_server import VersionServer
@@ -50,7 +53,7 @@ class InferenceService:
     def __init__(
         self,
         resolver: ModelResolver,
-        controller: DeploymentController,
+        controller: Controller,
         metrics: ServingMetrics,
     ):
         self.resolver = resolver
@@ -102,7 +105,7 @@ class InferenceService:
                 server = self.controller.implicit_servers.get((name, record.version))
                 if server is None:
                     return record.version
-        if not server.can_serve() or (server.pool.last_error and not server.pool.ready):
+        if not server.can_serve() or (server.pool.last_error and not server.pool.has_ready()):
             error = server.pool.last_error
             raise ModelNotReady(
                 f"no replica of '{name}' version {server.version} is ready yet"

@@ -27,6 +27,8 @@ class ReplicaSpec:
     blob_dir: str
     threads: int
     keyring: Keyring | None = field(default=None, repr=False)
+    listen: str | None = None
+    """A Unix socket path where the replica also takes tasks from other frontends."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -34,6 +36,7 @@ class ReplicaSpec:
             "blob_dir": self.blob_dir,
             "threads": self.threads,
             "keys": self.keyring.encoded() if self.keyring is not None else None,
+            "listen": self.listen,
         }
 
     @classmethod
@@ -44,6 +47,7 @@ class ReplicaSpec:
             data["blob_dir"],
             data["threads"],
             Keyring.decode(keys) if keys else None,
+            data.get("listen"),
         )
 
 

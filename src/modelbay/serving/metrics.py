@@ -1,8 +1,44 @@
-"""Prometheus metrics of the data plane, on a registry owned by the app (no globals)."""
+"""Prometheus metrics of the data plane, on a registry owned by the app (no globals).
+
+With several frontend processes (``modelbay serve --workers N``) ``PROMETHEUS_MULTIPROC_DIR``
+is set: every process writes its values there and ``/metrics`` adds them up (the
+library's multiprocess mode), so any frontend answers for the whole server.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import os
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def exposition(registry: CollectorRegistry) -> bytes:
+    """The text format of this process's metrics, or of every frontend's when several."""
+    if os.environ.get(MULTIPROC_ENV):
+        combined = CollectorRegistry()
+        MultiProcessCollector(combined)  # type: ignore[no-untyped-call]
+        return generate_latest(combined)
+    return generate_latest(registry)
+
+
+def clean_dead_processes() -> None:
+    """Drop the live gauges of frontends that are gone (one restarted in their place)."""
+    directory = os.environ.get(MULTIPROC_ENV)
+    if not directory:
+        return
+    for path in Path(directory).glob("gauge_live*_*.db"):
+        pid = int(path.stem.rsplit("_", 1)[1])
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
+        except PermissionError:
+            pass
+
 
 _LATENCY_BUCKETS = (
     0.0005,
@@ -69,12 +105,14 @@ class ServingMetrics:
             "Requests waiting in the batching queue",
             labels,
             registry=self.registry,
+            multiprocess_mode="livesum",
         )
         self.replicas = Gauge(
             "modelbay_replicas",
             "Replicas per deployment version by state",
             ["deployment", "version", "state"],
             registry=self.registry,
+            multiprocess_mode="livesum",
         )
         self.cold_starts = Counter(
             "modelbay_cold_starts",

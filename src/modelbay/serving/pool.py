@@ -81,6 +81,10 @@ class ReplicaPool:
     def size(self) -> int:
         return len(self.ready) + self.starting
 
+    def has_ready(self) -> bool:
+        """Whether a replica is ready to take batches."""
+        return bool(self.ready)
+
     def failing(self) -> ModelbayError | None:
         """Why no replica runs: the last start failed and none is ready or starting."""
         if self.ready or self.starting:
@@ -247,3 +251,96 @@ class ReplicaPool:
         version = str(self.spec.record.version)
         self.metrics.replicas.labels(self.deployment, version, "ready").set(len(self.ready))
         self.metrics.replicas.labels(self.deployment, version, "starting").set(self.starting)
+
+
+ReplicaAddress = tuple[str, int, str]
+"""(name, pid, socket path) of a replica another frontend runs."""
+
+
+class AttachedPool(ReplicaPool):
+    """The replicas of one version as another frontend (the leader) runs them.
+
+    This frontend starts and stops none: ``sync`` follows the leader's list, connecting
+    to new replicas and dropping gone ones; ``scale`` only tells the leader (through
+    ``on_demand``) that requests wait. Batches are run, retried and timed out as in
+    ``ReplicaPool``; a replica past its deadline is killed here, replaced by the leader.
+    """
+
+    def __init__(
+        self,
+        deployment: str,
+        spec: ReplicaSpec,
+        metrics: ServingMetrics,
+        on_demand: Callable[[], None],
+    ):
+        super().__init__(deployment, spec, _no_factory, metrics, ReplicaBudget(0))
+        self.on_demand = on_demand
+        self._known: dict[str, Replica] = {}
+
+    def sync(self, replicas: list[ReplicaAddress], error: str | None) -> None:
+        """Follow the leader's list of ready replicas (and why none starts, if so)."""
+        from modelbay.serving.replica import RemoteReplica
+
+        wanted = {name: (pid, path) for name, pid, path in replicas}
+        for name in [n for n in self._known if n not in wanted]:
+            replica = self._known.pop(name)
+            if replica in self.ready:
+                self.ready.remove(replica)
+            self._spawn(replica.stop())
+        for name, (pid, path) in wanted.items():
+            if name not in self._known:
+                replica = RemoteReplica(self.spec, name, pid, path, self._on_exit)
+                self._known[name] = replica
+                self.starting += 1
+                self._spawn(self._connect(replica))
+        self.last_error = ModelbayError(error, status=503) if error else None
+        self._changed.set()
+        if self.on_change is not None:
+            self.on_change()
+
+    def has_ready(self) -> bool:
+        # The leader's word: this frontend may still be connecting to them.
+        return bool(self._known)
+
+    def scale(self, n: int) -> None:
+        self.desired = n
+        if n > len(self.ready):
+            self.on_demand()
+
+    async def close(self) -> None:
+        self._closed = True
+        replicas, self.ready = list(self._known.values()), []
+        self._known.clear()
+        await asyncio.gather(*(r.stop() for r in replicas), return_exceptions=True)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _connect(self, replica: Replica) -> None:
+        try:
+            await replica.start()
+        except Exception as exc:
+            log.warning("cannot reach replica %s: %s", replica.name, exc)
+            self._known.pop(replica.name, None)
+            return
+        finally:
+            self.starting -= 1
+            self._changed.set()
+        if self._closed or self._known.get(replica.name) is not replica:
+            await replica.stop()
+            return
+        self.ready.append(replica)
+        if self.on_change is not None:
+            self.on_change()
+
+    def _on_exit(self, replica: Replica) -> None:
+        if replica in self.ready:
+            self.ready.remove(replica)
+        self._known.pop(replica.name, None)
+
+    def _report(self) -> None:
+        pass  # the leader reports the replicas it runs
+
+
+def _no_factory(spec: ReplicaSpec, on_exit: Callable[[Replica], None]) -> Replica:
+    raise AssertionError("an attached pool starts no replica")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import logging
 import os
@@ -82,12 +83,17 @@ class ProcessReplica:
     def __init__(
         self,
         spec: ReplicaSpec,
-        launcher: Launcher,
+        launcher: Launcher | None,
         on_exit: Callable[[ProcessReplica], None] | None = None,
+        *,
+        sockets_dir: str | None = None,
     ):
         self.spec = spec
         self.launcher = launcher
-        self.name = f"{spec.record.model}:{spec.record.version}#{next(_ids)}"
+        number = next(_ids)
+        self.name = f"{spec.record.model}:{spec.record.version}#{number}"
+        self.listen = f"{sockets_dir}/r{os.getpid()}-{number}.sock" if sockets_dir else None
+        """Where other frontends reach this replica (None: this frontend only)."""
         self.inflight = 0
         self.load_s = 0.0
         self.pid: int | None = None
@@ -104,6 +110,7 @@ class ProcessReplica:
         return self._alive
 
     async def start(self) -> None:
+        assert self.launcher is not None
         parent, child = socket.socketpair()
         try:
             self.pid = await asyncio.to_thread(
@@ -116,7 +123,8 @@ class ProcessReplica:
             child.close()
         reader, self._writer = await asyncio.open_unix_connection(sock=parent)
         # The spec (with the keys of encrypted blobs) travels on this socket only.
-        self._writer.write(frame_json(self.spec.to_json()))
+        spec = dataclasses.replace(self.spec, listen=self.listen)
+        self._writer.write(frame_json(spec.to_json()))
         try:
             first = await asyncio.wait_for(_read(reader), LOAD_TIMEOUT_S)
         except (TimeoutError, asyncio.IncompleteReadError, ConnectionError) as exc:
@@ -194,7 +202,8 @@ class ProcessReplica:
             if self._writer is not None:
                 self._writer.close()
             if not self._stopping:
-                log.warning("replica %s (pid %s) exited unexpectedly", self.name, self.pid)
+                if self.launcher is not None:  # ours; another frontend's owner reports it
+                    log.warning("replica %s (pid %s) exited unexpectedly", self.name, self.pid)
                 if self._on_exit is not None:
                     self._on_exit(self)
 
@@ -203,6 +212,43 @@ class ProcessReplica:
         if self.pid is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, signal.SIGKILL)
+
+
+class RemoteReplica(ProcessReplica):
+    """A replica another frontend (the leader) started, reached on the socket it listens on.
+
+    Stopping it only closes this frontend's connection; killing it (a batch past its
+    deadline) kills the process, which its owner then replaces.
+    """
+
+    def __init__(
+        self,
+        spec: ReplicaSpec,
+        name: str,
+        pid: int,
+        path: str,
+        on_exit: Callable[[ProcessReplica], None] | None = None,
+    ):
+        super().__init__(spec, None, on_exit)
+        self.name = name
+        self.pid = pid
+        self.listen = path
+
+    async def start(self) -> None:
+        assert self.listen is not None
+        try:
+            reader, self._writer = await asyncio.open_unix_connection(self.listen)
+        except OSError as exc:
+            raise ReplicaDied(f"replica {self.name} is not reachable: {exc}") from None
+        self._alive = True
+        self._reader_task = asyncio.create_task(self._read_replies(reader), name=self.name)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._writer is not None:
+            self._writer.close()
+        if self._reader_task is not None:
+            await asyncio.gather(self._reader_task, return_exceptions=True)
 
 
 class InProcessReplica:
@@ -299,10 +345,11 @@ def worker_env(parent: Mapping[str, str], threads: int) -> dict[str, str]:
 
 
 def replica_factory(
-    launcher: Launcher | None,
+    launcher: Launcher | None, sockets_dir: str | None = None
 ) -> Callable[[ReplicaSpec, Callable[[Replica], None]], Replica]:
-    """Replicas as processes forked by ``launcher``'s zygote, or (None) threads of this
-    process (``MODELBAY_REPLICA_MODE=inprocess``, for debugging)."""
+    """Replicas as processes forked by ``launcher``'s zygote (listening in ``sockets_dir``
+    for other frontends, if given), or (None) threads of this process
+    (``MODELBAY_REPLICA_MODE=inprocess``, for debugging)."""
     if launcher is None:
         return lambda spec, on_exit: InProcessReplica(spec, on_exit)
-    return lambda spec, on_exit: ProcessReplica(spec, launcher, on_exit)
+    return lambda spec, on_exit: ProcessReplica(spec, launcher, on_exit, sockets_dir=sockets_dir)

@@ -60,3 +60,7 @@ class ModelResolver:
         with self._lock:
             for key in [k for k in self._resolve_locks if k[0] == name]:
                 self._resolve_locks.pop(key, None)
+
+    def invalidate_all(self) -> None:
+        """Forget every cached reference (another frontend changed some)."""
+        self._resolved.clear()

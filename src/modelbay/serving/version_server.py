@@ -25,6 +25,8 @@ log = logging.getLogger("modelbay.serving")
 
 AUTOSCALE_TICK_S = 0.25
 DRAIN_TIMEOUT_S = 60.0
+_REMOTE_FRESH_S = 2.0
+"""Another frontend's load report counts this long (they come every 0.25 s)."""
 Result = asyncio.Future[dict[str, np.ndarray]]
 
 
@@ -69,6 +71,8 @@ class VersionServer:
         self._loop_task: asyncio.Task[None] | None = None
         self._labels = (record.model, str(record.version))
         self._born = time.monotonic()
+        self.remote: dict[str, tuple[int, float | None, float]] = {}
+        """Other frontends' load: frontend -> (inflight, last request, reported at)."""
         pool.on_change = self._wake.set
 
     @property
@@ -81,7 +85,7 @@ class VersionServer:
 
     def can_serve(self) -> bool:
         """A replica is ready, or the deployment scales from zero on demand."""
-        return bool(self.pool.ready) or (self.config.min_replicas == 0 and not self.closing)
+        return self.pool.has_ready() or (self.config.min_replicas == 0 and not self.closing)
 
     def start(self) -> None:
         self.pool.scale(self.config.min_replicas)
@@ -138,10 +142,34 @@ class VersionServer:
         return config.max_batch_size if self.batchable else 1
 
     def idle_for(self, now: float) -> float:
-        """Seconds since this server last had work (0 while it has some)."""
-        if len(self.batcher) or self.running_requests:
+        """Seconds since this server last had work, other frontends' included (0 while
+        it has some)."""
+        inflight, last = self._load(now)
+        if inflight:
             return 0.0
-        return now - (self.last_request_at if self.last_request_at is not None else self._born)
+        return now - (last if last is not None else self._born)
+
+    def report_remote(self, frontend: str, inflight: int, last_request_at: float | None) -> None:
+        """Another frontend's load on this version (it batches and sends to our replicas)."""
+        now = time.monotonic()
+        self.remote[frontend] = (inflight, last_request_at, now)
+        if inflight and self.pool.size == 0:
+            self._autoscale(now)  # its cold start: do not wait for the next tick
+
+    def local_load(self) -> tuple[int, float | None]:
+        """Requests queued and running here, and when the last one arrived."""
+        return len(self.batcher) + self.running_requests, self.last_request_at
+
+    def _load(self, now: float) -> tuple[int, float | None]:
+        inflight, last = self.local_load()
+        for frontend, (n, at, reported) in list(self.remote.items()):
+            if now - reported > _REMOTE_FRESH_S:
+                del self.remote[frontend]
+                continue
+            inflight += n
+            if at is not None and (last is None or at > last):
+                last = at
+        return inflight, last
 
     async def drain_and_close(self) -> None:
         """Stop taking requests, finish queued and running ones, then stop the replicas."""
@@ -237,8 +265,8 @@ class VersionServer:
             )
 
     def _autoscale(self, now: float) -> None:
-        inflight = len(self.batcher) + self.running_requests
-        sample = LoadSample(now, inflight, self.pool.size, self.last_request_at)
+        inflight, last = self._load(now)
+        sample = LoadSample(now, inflight, self.pool.size, last)
         desired = self.autoscaler.observe(sample)
         if desired != self.pool.desired or self.pool.size < desired:
             self.pool.scale(desired)

@@ -8,10 +8,12 @@ on ``Shutdown`` or when the frontend's end of the socket closes.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import gc
 import logging
 import os
+import selectors
 import signal
 import socket
 import sys
@@ -58,15 +60,57 @@ def serve(sock: socket.socket, spec: ReplicaSpec) -> None:
     except ModelbayError as exc:
         _send(sock, TaskFailed(-1, exc.status, exc.message, type(exc).__name__))
         return
+    listener = None
+    if spec.listen is not None:
+        # Other frontends of this server send their batches here (see ``frontends``).
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(spec.listen)
+        listener.listen(64)
     ready = ReplicaReady(os.getpid(), time.perf_counter() - started, runtime.signature.model_dump())
     gc.freeze()  # the framework and the model stay: full collections skip them (see api/app.py)
     _send(sock, ready)
-    while True:
-        message = _receive(sock)
-        if message is None or isinstance(message, Shutdown):
-            return
-        if isinstance(message, InferTask):
-            _send(sock, _run(runtime, message))
+    try:
+        _answer(runtime, sock, listener)
+    finally:
+        if listener is not None:
+            listener.close()
+            with contextlib.suppress(OSError):
+                os.unlink(spec.listen)  # type: ignore[arg-type]
+
+
+def _answer(runtime: Runtime, owner: socket.socket, listener: socket.socket | None) -> None:
+    """Run tasks from the owner's socket and from every frontend connected to the
+    listener, one at a time, each answered on its own connection, until the owner says
+    stop or goes away."""
+    if listener is None:
+        while True:
+            message = _receive(owner)
+            if message is None or isinstance(message, Shutdown):
+                return
+            if isinstance(message, InferTask):
+                _send(owner, _run(runtime, message))
+    with selectors.DefaultSelector() as selector:
+        selector.register(owner, selectors.EVENT_READ)
+        selector.register(listener, selectors.EVENT_READ)
+        while True:
+            for key, _ in selector.select():
+                conn: socket.socket = key.fileobj  # type: ignore[assignment]
+                if conn is listener:
+                    peer, _ = listener.accept()
+                    selector.register(peer, selectors.EVENT_READ)
+                    continue
+                try:
+                    message = _receive(conn)
+                except OSError:
+                    message = None
+                if conn is owner and (message is None or isinstance(message, Shutdown)):
+                    return
+                if message is None:
+                    selector.unregister(conn)
+                    conn.close()
+                elif isinstance(message, InferTask):
+                    with contextlib.suppress(OSError):  # that frontend went away
+                        _send(conn, _run(runtime, message))
 
 
 def _run(runtime: Runtime, task: InferTask) -> Message:
