@@ -11,6 +11,7 @@ target, the result and the client's address; never request payloads or secrets.
 from __future__ import annotations
 
 import base64
+import fcntl
 import hashlib
 import hmac
 import logging
@@ -248,7 +249,18 @@ class AuditLog:
 
     def _advance_head(self, seq: int, digest: str) -> None:
         """Move the head to ``seq`` if the event it names now is still as written; a log
-        cut short (or rewritten) behind the head leaves it there for ``verify`` to find."""
+        cut short (or rewritten) behind the head leaves it there for ``verify`` to find.
+        Frontends of one data directory take turns (a lock file next to the head)."""
+        if self._head_file is None:
+            return
+        lock = os.open(self._head_file.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            self._advance_head_locked(seq, digest)
+        finally:
+            os.close(lock)  # releases the lock
+
+    def _advance_head_locked(self, seq: int, digest: str) -> None:
         head = self._read_head()
         if head is not None:
             if head[0] >= seq:
@@ -265,7 +277,7 @@ class AuditLog:
     def _write_head(self, seq: int, digest: str) -> None:
         if self._head_file is None:
             return
-        tmp = self._head_file.with_suffix(".tmp")
+        tmp = self._head_file.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(f"{seq} {digest}\n")
         os.replace(tmp, self._head_file)
 
