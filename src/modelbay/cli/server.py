@@ -208,6 +208,8 @@ def _run_workers(settings: Any, tour: str | None) -> None:
 def _print_when_ready(url: str, text: str) -> None:
     import httpx
 
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per poll
+
     for _ in range(600):
         with contextlib.suppress(httpx.HTTPError):
             if httpx.get(f"{url}/v2/health/ready", verify=False, timeout=1).status_code == 200:

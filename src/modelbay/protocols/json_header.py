@@ -24,6 +24,7 @@ _BUFFERS: dict[str, tuple[Literal["d", "i", "u"], type[np.generic]]] = {
     "u": ("u", np.uint64),
 }
 _PARSE_ERRORS = (ValueError, RuntimeError, TypeError, KeyError)
+
 _REQUEST_FIELDS = ("id", "parameters", "outputs")
 _TENSOR_FIELDS = ("name", "datatype", "shape", "parameters")
 
@@ -37,8 +38,9 @@ def parse_request(header: bytes) -> Any:
             return _python(doc)
         # Only the protocol's fields are read (a key with escapes may not even be found
         # again by the name the parser lists it under); the rest are ignored, as before.
-        request = {key: _python(doc[key]) for key in _REQUEST_FIELDS if key in doc}
-        if "inputs" in doc:
+        present = set(doc.keys())  # one pass: each `key in doc` is a scan of its own
+        request = {key: _python(doc[key]) for key in _REQUEST_FIELDS if key in present}
+        if "inputs" in present:
             request["inputs"] = _inputs(doc["inputs"])
         return request
     except _PARSE_ERRORS as exc:
@@ -52,8 +54,9 @@ def _inputs(value: Any) -> Any:
 
 
 def _tensor(obj: simdjson.Object) -> dict[str, Any]:
-    tensor = {key: _python(obj[key]) for key in _TENSOR_FIELDS if key in obj}
-    if "data" in obj:
+    present = set(obj.keys())
+    tensor = {key: _python(obj[key]) for key in _TENSOR_FIELDS if key in present}
+    if "data" in present:
         tensor["data"] = _data(obj["data"], tensor.get("datatype"))
     return tensor
 

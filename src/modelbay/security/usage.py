@@ -69,8 +69,10 @@ class UsageMeter:
         self._key_today: dict[str, int] = {}
         self._tenant_today: dict[int, int] = {}
         self._table = table
-        """Today's counts shared by the frontends of the data directory (quotas hold for
-        the server); ``_key_today`` and ``_tenant_today`` then only seed it."""
+        """Today's counts of keys and tenants with a daily quota, shared by the frontends
+        of the data directory (quotas hold for the server). A count starts from this
+        process's own (the database's at start, and what it counted since) when its key or
+        tenant is first seen with a quota."""
         self._load_today()
 
     def now(self) -> float:
@@ -84,14 +86,14 @@ class UsageMeter:
                 self._day, self._key_today, self._tenant_today = day, {}, {}
             entry = self._pending.setdefault((day, p.key_id), [p.tenant_id, 0, 0.0])
             entry[1] += 1
-            if self._table is None:
-                self._key_today[p.key_id] = self._key_today.get(p.key_id, 0) + 1
-                self._tenant_today[p.tenant_id] = self._tenant_today.get(p.tenant_id, 0) + 1
-                return
+            self._key_today[p.key_id] = self._key_today.get(p.key_id, 0) + 1
+            self._tenant_today[p.tenant_id] = self._tenant_today.get(p.tenant_id, 0) + 1
+            if self._table is None or (p.daily_quota is None and p.tenant_daily_quota is None):
+                return  # only quotas read the shared counts: no lock on the common path
             with self._table.locked():
                 for name, seed in self._shared_names(p, day):
                     shared = self._table.get(name)
-                    self._table.put(name, (shared[0] if shared else seed) + 1, 0.0, 0.0)
+                    self._table.put(name, shared[0] + 1 if shared else seed, 0.0, 0.0)
 
     def add_seconds(self, p: Principal, now: float, seconds: float) -> None:
         with self._lock:
