@@ -29,6 +29,9 @@ from modelbay.serving.inference import InferenceService, InferResult
 
 log = logging.getLogger("modelbay.api")
 
+WATCH_AFTER_S = 0.02
+"""A request answered within this never watches for its client's disconnect."""
+
 _INFER_PATH = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?/infer$")
 _HEADER_LENGTH = v2.HEADER_LENGTH.lower().encode()
 _DECODE_IN_THREAD_BYTES = 64 * 1024
@@ -156,20 +159,32 @@ async def _disconnect(receive: Receive) -> None:
 async def _unless(
     disconnected: Callable[[], Awaitable[None]], work: Awaitable[InferResult]
 ) -> InferResult:
-    """Await ``work`` but cancel it when the client goes away (a queued request never runs)."""
+    """Await ``work`` but cancel it when the client goes away (a queued request never runs).
+
+    The watch starts only once the request has waited ``WATCH_AFTER_S``: most requests are
+    answered sooner, and a timer costs far less than the task that watches (a client gone
+    before then is noticed when it starts)."""
     current = asyncio.current_task()
     assert current is not None
-    watcher = asyncio.ensure_future(disconnected())
-    watcher.add_done_callback(lambda w: None if w.cancelled() else current.cancel())
+    watcher: asyncio.Future[None] | None = None
+
+    def watch() -> None:
+        nonlocal watcher
+        watcher = asyncio.ensure_future(disconnected())
+        watcher.add_done_callback(lambda w: None if w.cancelled() else current.cancel())
+
+    timer = asyncio.get_running_loop().call_later(WATCH_AFTER_S, watch)
     try:
         return await work
     except asyncio.CancelledError:
-        if watcher.done() and not watcher.cancelled():
+        if watcher is not None and watcher.done() and not watcher.cancelled():
             current.uncancel()
             raise ClientDisconnected("the client closed the connection before the answer") from None
         raise
     finally:
-        watcher.cancel()
+        timer.cancel()
+        if watcher is not None:
+            watcher.cancel()
 
 
 async def _send(send: Send, answer: Answer) -> None:
