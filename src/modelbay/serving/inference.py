@@ -11,20 +11,24 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from modelbay.errors import ClientDisconnected, ModelbayError, ModelNotReady
 from modelbay.registry import LATEST, VersionRecord
 from modelbay.runtimes import PLATFORMS
-
-if TYPE_CHECKING:
-    from modelbay.frontends.coordinator import Controller
 from modelbay.serving.metrics import ServingMetrics
 from modelbay.serving.resolver import ModelResolver, Resolved
 from modelbay.serving.version_server import VersionServer
 from modelbay.tensors import Signature
+
+if TYPE_CHECKING:
+    from modelbay.frontends.coordinator import Controller
+
+
+_MAX_SERIES = 10_000
+"""Kept metric children at most (then the cache starts over)."""
 
 
 @dataclass
@@ -59,6 +63,9 @@ class InferenceService:
         self.resolver = resolver
         self.controller = controller
         self.metrics = metrics
+        # Label lookups cost microseconds per request: each series' child is kept.
+        self._counters: dict[tuple[str, str, int], Any] = {}
+        self._histograms: dict[tuple[str, str], Any] = {}
 
     def version(self, name: str, ref: str | int | None) -> VersionRecord:
         """The version a reference names now; None is what the model's endpoint serves."""
@@ -135,11 +142,28 @@ class InferenceService:
             status = ClientDisconnected.status  # the client went away (or the server stops)
             raise
         finally:
-            self.metrics.requests.labels(name, version, str(status)).inc()
+            self._series(name, version, status).inc()
             if status == 200:
-                self.metrics.request_seconds.labels(name, version).observe(
-                    time.perf_counter() - started
-                )
+                self._latency(name, version).observe(time.perf_counter() - started)
+
+    def _series(self, name: str, version: str, status: int) -> Any:
+        """The request counter of a model, version and status (looked up once)."""
+        key = (name, version, status)
+        child = self._counters.get(key)
+        if child is None:
+            if len(self._counters) >= _MAX_SERIES:
+                self._counters.clear()
+            child = self._counters[key] = self.metrics.requests.labels(name, version, str(status))
+        return child
+
+    def _latency(self, name: str, version: str) -> Any:
+        key = (name, version)
+        child = self._histograms.get(key)
+        if child is None:
+            if len(self._histograms) >= _MAX_SERIES:
+                self._histograms.clear()
+            child = self._histograms[key] = self.metrics.request_seconds.labels(name, version)
+        return child
 
     async def _infer(
         self,

@@ -71,6 +71,7 @@ class VersionServer:
         self._loop_task: asyncio.Task[None] | None = None
         self._labels = (record.model, str(record.version))
         self._born = time.monotonic()
+        self._queue_depth = metrics.queue_depth.labels(*self._labels)
         self.remote: dict[str, tuple[int, float | None, float]] = {}
         """Other frontends' load: frontend -> (inflight, last request, reported at)."""
         pool.on_change = self._wake.set
@@ -123,7 +124,7 @@ class VersionServer:
                 f"model '{self.record.model}' is overloaded: {exc}", retry_after=exc.retry_after_s
             ) from None
         self.last_request_at = now
-        self.metrics.queue_depth.labels(*self._labels).set(len(self.batcher))
+        self._queue_depth.set(len(self.batcher))
         if self.pool.size == 0:
             self._autoscale(now)  # cold start from zero: do not wait for the next tick
         # Wake the loop only if this request is due before the loop's planned wake-up
@@ -135,7 +136,7 @@ class VersionServer:
             return await future
         except asyncio.CancelledError:
             self.batcher.cancel(future)  # the client went away: never run it
-            self.metrics.queue_depth.labels(*self._labels).set(len(self.batcher))
+            self._queue_depth.set(len(self.batcher))
             raise
 
     def _batch_size(self, config: DeploymentConfig) -> int:
@@ -223,7 +224,7 @@ class VersionServer:
         # hand out more batches than the replicas can take in the meantime.
         self.running_batches += 1
         self.running_requests += len(batch.items)
-        self.metrics.queue_depth.labels(*self._labels).set(len(self.batcher))
+        self._queue_depth.set(len(self.batcher))
         self.metrics.batch_rows.labels(*self._labels).observe(batch.rows)
         queue_hist = self.metrics.queue_seconds.labels(*self._labels)
         for pending in batch.items:
