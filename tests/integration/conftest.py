@@ -127,10 +127,7 @@ class RunningServer:
         found = []
         for task in Path(f"/proc/{self.process.pid}/task").iterdir():
             for child in (task / "children").read_text().split():
-                try:
-                    cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
-                except FileNotFoundError:
-                    continue
+                cmdline = cmdline_of(child)
                 if b"multiprocessing-fork" in cmdline and b"resource_tracker" not in cmdline:
                     found.append(int(child))
         return found
@@ -156,6 +153,14 @@ class RunningServer:
         assert response.status_code == 201, response.text
         secret: str = response.json()["secret"]
         return secret
+
+
+def cmdline_of(pid: str | int) -> bytes:
+    """A process's command line, NUL-separated (empty once it is gone)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except FileNotFoundError:
+        return b""
 
 
 def upload(

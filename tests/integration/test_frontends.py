@@ -17,7 +17,7 @@ import httpx
 import numpy as np
 import pytest
 from tests.integration import http
-from tests.integration.conftest import RunningServer
+from tests.integration.conftest import RunningServer, cmdline_of
 from tests.integration.http import ADMIN_KEY
 from tests.integration.models import BuiltModel, build_onnx, iris
 from tests.integration.test_deployments import metric, wait_for
@@ -36,13 +36,6 @@ def two(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
 @pytest.fixture(scope="module")
 def model(tmp_path_factory: pytest.TempPathFactory) -> BuiltModel:
     return build_onnx(tmp_path_factory.mktemp("frontends-model"))
-
-
-def _cmdline(pid: str) -> bytes:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except FileNotFoundError:
-        return b""
 
 
 def leader_pid(server: RunningServer) -> int:
@@ -76,7 +69,9 @@ def test_one_frontend_leads_and_both_serve_through_its_replicas(
     pids = two.frontends()
     assert len(pids) == 2
     assert leader_pid(two) in pids
-    zygotes = {pid: [c for c in _children(pid) if b"serving.zygote" in _cmdline(c)] for pid in pids}
+    zygotes = {
+        pid: [c for c in _children(pid) if b"serving.zygote" in cmdline_of(c)] for pid in pids
+    }
     assert [pid for pid, z in zygotes.items() if z] == [leader_pid(two)], zygotes
 
     two.push("fe-model", model.path)

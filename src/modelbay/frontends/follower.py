@@ -231,6 +231,10 @@ class FollowerController:
 
     def _report(self) -> None:
         self._last_report = time.monotonic()
+        for key in self._asked:  # asked before the leader listened, or not answered yet
+            server = self.servers.get(key)
+            if server is not None:
+                self._send({"implicit": [server.record.model, server.version]})
         demand = [[key, *server.local_load()] for key, server in self.servers.items()]
         if demand:
             self._send({"demand": demand})
