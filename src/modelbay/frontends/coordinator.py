@@ -46,10 +46,6 @@ class Coordinator:
         epochs.on_change(Domain.DEPLOYMENTS, self._reconcile_soon)
         epochs.on_change(Domain.MODELS, self._reconcile_soon)
 
-    @property
-    def leading(self) -> bool:
-        return isinstance(self.controller, DeploymentController)
-
     def choose(self) -> Controller:
         """Take the lead if it is free (else follow); the controller is installed, not
         started."""

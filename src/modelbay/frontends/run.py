@@ -37,10 +37,6 @@ class RunDir:
     def table_file(self) -> Path:
         return self.path / "table"
 
-    @property
-    def leading(self) -> bool:
-        return self._lock_fd is not None
-
     def try_lead(self) -> bool:
         """Take the leader lock if no live frontend holds it."""
         if self._lock_fd is not None:
