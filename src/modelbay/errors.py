@@ -35,6 +35,7 @@ class ModelbayError(Exception):
         status: int | None = None,
         param: str | None = None,
         retry_after: float | None = None,
+        code: str | None = None,
     ):
         super().__init__(message)
         self.message = message
@@ -43,6 +44,8 @@ class ModelbayError(Exception):
         self.param = param
         self.retry_after = retry_after
         """Seconds after which a retry may succeed (sent as ``Retry-After``)."""
+        self.code = code
+        """A machine-readable reason where one helps (``context_length_exceeded``)."""
 
     def __str__(self) -> str:
         return self.message

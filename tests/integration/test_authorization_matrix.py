@@ -92,6 +92,28 @@ PROBES: list[Probe] = [
         own("consumer"),
         lambda: {"json": SKLEARN_INFER_BODY},
     ),
+    # the OpenAI API: the model (a tensor model here) is named in the body; permitted
+    # callers get 400, since it is not a language (or embedding) model
+    Probe("GET", "/v1/models", anywhere("viewer")),
+    Probe("GET", f"/v1/models/{MODEL}", own("viewer")),
+    Probe(
+        "POST",
+        "/v1/chat/completions",
+        own("consumer", 400),
+        lambda: {"json": {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}},
+    ),
+    Probe(
+        "POST",
+        "/v1/completions",
+        own("consumer", 400),
+        lambda: {"json": {"model": MODEL, "prompt": "hi"}},
+    ),
+    Probe(
+        "POST",
+        "/v1/embeddings",
+        own("consumer", 400),
+        lambda: {"json": {"model": MODEL, "input": "hi"}},
+    ),
     Probe("GET", "/api/v1/models", anywhere("viewer")),
     # the name exists: permitted callers get 409 (model names are global)
     Probe("POST", "/api/v1/models", anywhere("developer", 409), lambda: {"json": {"name": MODEL}}),
@@ -328,7 +350,10 @@ def test_every_route_answers_every_caller_as_the_access_model_says(world: World)
             )
         elif got == "404" and probe.victim is None and probe.method != "POST":
             # a resource one may not see answers exactly as an unknown name does
-            assert response.json()["error"] == _unknown_answer(probe.path), response.text
+            error = response.json()["error"]
+            if probe.path.startswith("/v1/"):  # OpenAI's body: the message is inside
+                error = error["message"]
+            assert error == _unknown_answer(probe.path), response.text
     assert not wrong, "\n".join(wrong)
 
 
@@ -373,6 +398,7 @@ def _template(path: str) -> str:
     replacements = [
         (f"/api/v1/models/{MODEL}", "/api/v1/models/{name}"),
         (f"/v2/models/{MODEL}", "/v2/models/{name}"),
+        (f"/v1/models/{MODEL}", "/v1/models/{model}"),
         ("/versions/1/files/iris.skops", "/versions/{version}/files/{path}"),
         ("/versions/999", "/versions/{version}"),
         ("/versions/1", "/versions/{version}"),

@@ -64,6 +64,27 @@ def test_tenants_are_created_listed_and_their_limits_changed(server: RunningServ
     assert (shown["rate_limit_rps"], shown["daily_quota"]) == (None, 1000)
 
 
+def test_tenant_token_limits_are_set_listed_and_removed(server: RunningServer) -> None:
+    name = unique("cli-tokens")
+    create = ["tenants", "create", name, "--tokens-per-minute", "50000"]
+    ok(modelbay(server, *create, "--tokens-per-day", "2000000"))
+    row = line_of(ok(modelbay(server, "tenants", "list")), name)
+    assert "50000 tokens/min" in row
+    assert "2000000 tokens/day" in row
+
+    ok(modelbay(server, "tenants", "update", name, "--no-tokens-per-minute"))
+    ok(modelbay(server, "tenants", "update", name, "--tokens-per-day", "7"))
+    shown = as_json(modelbay(server, "tenants", "show", name, "--json"))
+    assert (shown["tokens_per_minute"], shown["tokens_per_day"]) == (None, 7)
+    ok(modelbay(server, "tenants", "update", name, "--no-tokens-per-day"))
+    assert as_json(modelbay(server, "tenants", "show", name, "--json"))["tokens_per_day"] is None
+    both = modelbay(
+        server, "tenants", "update", name, "--tokens-per-day", "1", "--no-tokens-per-day"
+    )
+    assert both.returncode == 2
+    assert "not both" in both.stderr
+
+
 def test_tenant_mistakes_end_with_a_clean_error(server: RunningServer) -> None:
     name = unique("cli-dup")
     ok(modelbay(server, "tenants", "create", name))
@@ -118,6 +139,10 @@ def test_key_defaults_to_the_callers_tenant_with_the_limits_given(server: Runnin
             "2.5",
             "--daily-quota",
             "100",
+            "--tokens-per-minute",
+            "4000",
+            "--tokens-per-day",
+            "90000",
             "--expires",
             "12h",
             "--json",
@@ -127,10 +152,15 @@ def test_key_defaults_to_the_callers_tenant_with_the_limits_given(server: Runnin
     assert created["tenant"] == tenant
     assert created["scopes"] == ["infer"]
     assert (created["rate_limit_rps"], created["daily_quota"]) == (2.5, 100)
+    assert (created["tokens_per_minute"], created["tokens_per_day"]) == (4000, 90000)
     assert created["expires_at"] is not None
     row = line_of(ok(modelbay(server, "keys", "list", key=owner)), created["key_id"])
     assert "2.5/s" in row
     assert "100/day" in row
+    assert "4000 tokens/min" in row
+    assert "90000 tokens/day" in row
+    shown = ok(modelbay(server, "keys", "show", created["key_id"], key=owner))
+    assert "4000 tokens/min" in line_of(shown, "token rate")
 
 
 @pytest.mark.parametrize("given", ["id", "secret"])
@@ -178,11 +208,14 @@ def test_usage_counts_a_keys_requests_with_a_totals_row(server: RunningServer) -
 
     rows = as_json(modelbay(server, "usage", "--tenant", tenant, "--json"))
     assert [(r["tenant"], r["key_id"], r["requests"]) for r in rows] == [(tenant, key_id, 3)]
+    assert (rows[0]["prompt_tokens"], rows[0]["completion_tokens"]) == (0, 0)
     day = rows[0]["day"]
 
     table = ok(modelbay(server, "usage", "--key", key_id, "--since", day, "--until", day))
     assert re.search(rf"{key_id}\s*│\s*3\b", table), table
     assert re.search(r"total\s*│.*│\s*3\s*│", table), table
+    assert "prompt tokens" in table
+    assert "completion tokens" in table
     before = ok(modelbay(server, "usage", "--key", key_id, "--until", "2000-01-01"))
     assert "no usage" in before
 

@@ -71,6 +71,23 @@ def test_a_daily_quota_beyond_64_bits_is_refused_and_the_largest_is_kept(
     assert patched.json()["daily_quota"] == MAX_QUOTA
 
 
+@pytest.mark.parametrize("field", ["tokens_per_minute", "tokens_per_day"])
+def test_token_limits_out_of_range_are_refused_and_null_removes_them(
+    server: RunningServer, field: str
+) -> None:
+    server.tenant("token-range")
+    tenant, keys = _tenant_url(server, "token-range"), f"{server.url}/api/v1/keys"
+    body = {"name": "t", "role": "viewer", "tenant": "token-range"}
+    for bad in (0, -1, HUGE_QUOTA, MAX_QUOTA + 1, 1.5, True, "5"):
+        _refused_naming(http.patch(tenant, json={field: bad}), field)
+        _refused_naming(http.post(keys, json={**body, field: bad}), field)
+    created = http.post(keys, json={**body, field: MAX_QUOTA})
+    assert created.status_code == 201, created.text
+    assert http.get(f"{keys}/{created.json()['key_id']}").json()[field] == MAX_QUOTA
+    assert http.patch(tenant, json={field: MAX_QUOTA}).json()[field] == MAX_QUOTA
+    assert http.patch(tenant, json={field: None}).json()[field] is None
+
+
 def _store_tenant_limits(server: RunningServer, rate: float | None, quota: int | None) -> None:
     """Write limits as an older release (or a hand edit) could have left them."""
     with sqlite3.connect(server.data_dir / "registry.db") as db:
@@ -118,8 +135,9 @@ def test_an_admin_is_never_refused_on_tenant_and_key_routes(
 @pytest.fixture
 def locked_out(fresh_server: RunningServer) -> tuple[RunningServer, str]:
     """A stopped server whose default tenant and a key (its id given) have quotas of 1."""
-    key = fresh_server.key("viewer", "default", daily_quota=1)
-    http.patch(_tenant_url(fresh_server), json={"daily_quota": 1}).raise_for_status()
+    key = fresh_server.key("viewer", "default", daily_quota=1, tokens_per_day=1)
+    tenant_limits = {"daily_quota": 1, "tokens_per_minute": 1, "tokens_per_day": 1}
+    http.patch(_tenant_url(fresh_server), json=tenant_limits).raise_for_status()
     fresh_server.stop()
     return fresh_server, key_id_for(key)
 
@@ -142,11 +160,16 @@ def test_reset_limits_offline_removes_a_tenants_and_a_keys_limits(
             data_dir,
         )
     )
-    assert "tenant 'default': limits removed (were rate limit none/s, daily quota 1)" in out
+    assert (
+        "tenant 'default': limits removed "
+        "(were rate limit none/s, daily quota 1, tokens 1/min, 1/day)"
+    ) in out
     assert f"key '{key_id}': limits removed" in out
     server.start()
-    assert http.get(_tenant_url(server)).json()["daily_quota"] is None
-    assert http.get(f"{server.url}/api/v1/keys/{key_id}").json()["daily_quota"] is None
+    limits = ("rate_limit_rps", "daily_quota", "tokens_per_minute", "tokens_per_day")
+    tenant = http.get(_tenant_url(server)).json()
+    key = http.get(f"{server.url}/api/v1/keys/{key_id}").json()
+    assert [tenant[field] for field in limits] == [key[field] for field in limits] == [None] * 4
     assert http.get(f"{server.url}/api/v1/models").status_code == 200
     events = http.get(f"{server.url}/api/v1/audit").json()["events"]
     resets = [e for e in events if e["action"] == "access.reset_limits"]

@@ -21,6 +21,8 @@ from modelbay.api.fields import (
     Name,
     RateLimitRps,
     TenantName,
+    TokensPerDay,
+    TokensPerMinute,
     query_text,
     text,
 )
@@ -52,6 +54,8 @@ class TenantCreate(BaseModel):
     name: TenantName = Field(description="1-64 lowercase letters, digits, '_' or '-'")
     rate_limit_rps: RateLimitRps | None = None
     daily_quota: DailyQuota | None = None
+    tokens_per_minute: TokensPerMinute | None = None
+    tokens_per_day: TokensPerDay | None = None
 
 
 class TenantUpdate(BaseModel):
@@ -59,6 +63,8 @@ class TenantUpdate(BaseModel):
 
     rate_limit_rps: RateLimitRps | None = None
     daily_quota: DailyQuota | None = None
+    tokens_per_minute: TokensPerMinute | None = None
+    tokens_per_day: TokensPerDay | None = None
 
 
 class TenantList(BaseModel):
@@ -79,6 +85,8 @@ class KeyCreate(BaseModel):
     )
     rate_limit_rps: RateLimitRps | None = None
     daily_quota: DailyQuota | None = None
+    tokens_per_minute: TokensPerMinute | None = None
+    tokens_per_day: TokensPerDay | None = None
     expires_in: Annotated[str, text(32)] | None = Field(
         default=None,
         description="Lifetime such as 30m, 12h, 90d or 4w, at most ten years; default: none",
@@ -127,7 +135,11 @@ def whoami(principal: PrincipalDep) -> WhoAmI:
 def create_tenant(ctx: ContextDep, request: Request, body: TenantCreate) -> TenantRecord:
     note_target(request, tenant=body.name)
     return ctx.keys.create_tenant(
-        body.name, rate_limit_rps=body.rate_limit_rps, daily_quota=body.daily_quota
+        body.name,
+        rate_limit_rps=body.rate_limit_rps,
+        daily_quota=body.daily_quota,
+        tokens_per_minute=body.tokens_per_minute,
+        tokens_per_day=body.tokens_per_day,
     )
 
 
@@ -207,6 +219,8 @@ def create_key(
         scopes=body.scopes,
         rate_limit_rps=body.rate_limit_rps,
         daily_quota=body.daily_quota,
+        tokens_per_minute=body.tokens_per_minute,
+        tokens_per_day=body.tokens_per_day,
         expires_at=_expiry(body.expires_in),
         created_by=principal.key_id,
         account=body.account,
@@ -249,7 +263,7 @@ def revoke_key(ctx: ContextDep, principal: PrincipalDep, key_id: str) -> KeyReco
 
 @router.get(
     "/usage",
-    summary="Requests and compute seconds per key and UTC day",
+    summary="Requests, compute seconds and LLM tokens per key and UTC day",
     responses=error_responses(404),
 )
 def usage(

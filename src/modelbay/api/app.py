@@ -20,6 +20,7 @@ from modelbay.api import deployments as deployments_api
 from modelbay.api import docs as docs_api
 from modelbay.api import management, v2
 from modelbay.api import metrics as metrics_api
+from modelbay.api import openai as openai_api
 from modelbay.api.audit import AuditTrail
 from modelbay.api.auth import (
     Gatekeeper,
@@ -230,6 +231,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.rules = rules
     install_error_handlers(app)
     app.include_router(v2.router)
+    app.include_router(openai_api.router)
     app.include_router(management.router)
     app.include_router(deployments_api.router)
     app.include_router(metrics_api.router)
@@ -241,6 +243,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if missing:
         raise RuntimeError(f"routes without an access rule: {', '.join(missing)}")
     document_security(app, rules)
+    openai_api.document_openai_errors(app)
     app.add_middleware(
         BodyLimit,
         default=settings.max_request_bytes,

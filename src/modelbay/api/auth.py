@@ -19,7 +19,7 @@ from fastapi.routing import APIRoute
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from modelbay.api.errors import error_responses, retry_after_value
+from modelbay.api.errors import error_body, error_responses, retry_after_value
 from modelbay.api.headers import SECURITY_HEADERS
 from modelbay.errors import ModelbayError, NotFound, Unauthenticated
 from modelbay.security.access import Rule
@@ -73,7 +73,7 @@ class Gatekeeper:
             await self.app(scope, receive, send)
             return
         if "\x00" in scope["path"]:  # no name has one; PostgreSQL would refuse the lookup
-            await _refuse(send, NotFound("not found: no resource name contains a NUL"), [])
+            await _refuse(send, NotFound("not found: no resource name contains a NUL"), [], "")
             return
         if scope["path"] in self.public or scope["path"].startswith(PUBLIC_PREFIXES):
             # Probes and schema readers: never refused, whatever key they carry or its limits.
@@ -92,12 +92,13 @@ class Gatekeeper:
                 principal, exempt=exempt_from_limits(principal, scope["path"])
             )
         except RateLimited as exc:
-            await _refuse(send, exc, exc.verdict.headers())
+            await _refuse(send, exc, exc.verdict.headers(), scope["path"])
             return
         except Unauthenticated as exc:
             if not keyed:
                 await self.guard.record_refusal(None, exc, caller_of(scope))
-            await _refuse(send, exc, [(b"www-authenticate", b'Bearer realm="modelbay"')])
+            www = [(b"www-authenticate", b'Bearer realm="modelbay"')]
+            await _refuse(send, exc, www, scope["path"])
             return
         scope[PRINCIPAL] = principal
         scope["modelbay.actor"] = principal.key_id
@@ -115,8 +116,10 @@ class Gatekeeper:
             self.guard.add_seconds(principal, time.perf_counter() - started)
 
 
-async def _refuse(send: Send, exc: ModelbayError, extra: list[tuple[bytes, bytes]]) -> None:
-    body = orjson.dumps({"error": exc.message})
+async def _refuse(
+    send: Send, exc: ModelbayError, extra: list[tuple[bytes, bytes]], path: str
+) -> None:
+    body = orjson.dumps(error_body(exc.status, exc.message, path, exc.param, exc.code))
     headers = [(b"content-type", b"application/json"), *extra, *SECURITY_HEADERS]
     if exc.retry_after is not None:
         headers.append((b"retry-after", retry_after_value(exc.retry_after).encode()))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
@@ -35,6 +35,9 @@ class ConfigFields(BaseModel):
     scale_up_delay_s: float | None = Field(default=None, ge=0, le=86_400)
     scale_down_delay_s: float | None = Field(default=None, ge=0, le=86_400)
     idle_to_zero_s: float | None = Field(default=None, ge=0, le=7 * 86_400)
+    kv_cache_mb: int | None = Field(default=None, ge=1, le=1_048_576)
+    max_model_len: int | None = Field(default=None, ge=16, le=1_048_576)
+    dtype: Literal["auto", "float32", "bfloat16"] | None = None
 
     def config_changes(self) -> dict[str, Any]:
         return self.model_dump(

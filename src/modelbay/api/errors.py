@@ -53,10 +53,33 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return responses
 
 
+OPENAI_PREFIX = "/v1/"
+"""Paths of the OpenAI API, whose errors take OpenAI's nested body."""
+
+
+def error_body(
+    status: int, message: str, path: str, param: str | None = None, code: str | None = None
+) -> dict[str, Any]:
+    """``{"error": message}``, or under ``/v1/`` OpenAI's ``{"error": {"message", "type",
+    "param", "code"}}`` (which its clients parse)."""
+    if path.startswith(OPENAI_PREFIX):
+        from modelbay.protocols.openai import error_body as openai_error
+
+        return openai_error(status, message, param, code)
+    return {"error": message}
+
+
 def error_response(
-    status: int, message: str, headers: dict[str, str] | None = None
+    status: int,
+    message: str,
+    headers: dict[str, str] | None = None,
+    *,
+    path: str = "",
+    param: str | None = None,
+    code: str | None = None,
 ) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
+    body = error_body(status, message, path, param, code)
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def retry_after_value(seconds: float) -> str:
@@ -90,7 +113,9 @@ class OpaqueServerErrors:
             incident = uuid.uuid4().hex[:12]
             log.exception("unhandled error %s on %s %s", incident, scope["method"], scope["path"])
             if not started:
-                answer = error_response(500, f"internal server error (incident {incident})")
+                answer = error_response(
+                    500, f"internal server error (incident {incident})", path=scope["path"]
+                )
                 await answer(scope, receive, send)
 
 
@@ -99,7 +124,7 @@ def install_error_handlers(app: FastAPI) -> None:
     _document_validation_errors(app)
 
     @app.exception_handler(ModelbayError)
-    async def _modelbay(_: Request, exc: ModelbayError) -> JSONResponse:
+    async def _modelbay(request: Request, exc: ModelbayError) -> JSONResponse:
         if exc.status >= 500 and exc.status not in (503, 504):
             log.error("%s: %s", type(exc).__name__, exc.message)
         headers = None
@@ -107,15 +132,27 @@ def install_error_handlers(app: FastAPI) -> None:
             headers = {"Retry-After": retry_after_value(exc.retry_after)}
         if exc.status == 401:
             headers = {"WWW-Authenticate": 'Bearer realm="modelbay"'}
-        return error_response(exc.status, exc.message, headers)
+        return error_response(
+            exc.status,
+            exc.message,
+            headers,
+            path=request.url.path,
+            param=exc.param,
+            code=exc.code,
+        )
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         problems = []
+        first: str | None = None
         for err in exc.errors():
             where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+            first = first or where.split(".")[0] or None
             problems.append(f"{where}: {err.get('msg', 'invalid')}")
-        return error_response(422, "invalid request: " + "; ".join(problems))
+        message = "invalid request: " + "; ".join(problems)
+        if request.url.path.startswith(OPENAI_PREFIX):  # OpenAI answers 400 for bad values
+            return error_response(400, message, path=request.url.path, param=first)
+        return error_response(422, message)
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> JSONResponse:
@@ -125,13 +162,15 @@ def install_error_handlers(app: FastAPI) -> None:
         headers = getattr(exc, "headers", None)
         if exc.status_code == 405:
             headers = {"Allow": _allowed_methods(request)}
-        return error_response(exc.status_code, str(exc.detail), headers)
+        return error_response(exc.status_code, str(exc.detail), headers, path=request.url.path)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         incident = uuid.uuid4().hex[:12]
         log.exception("unhandled error %s on %s %s", incident, request.method, request.url.path)
-        return error_response(500, f"internal server error (incident {incident})")
+        return error_response(
+            500, f"internal server error (incident {incident})", path=request.url.path
+        )
 
 
 def _allowed_methods(request: Request) -> str:

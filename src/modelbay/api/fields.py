@@ -49,6 +49,14 @@ RateLimitRps = Annotated[
 DailyQuota = Annotated[
     int, Field(ge=1, le=MAX_QUOTA, strict=True, description="Requests per UTC day, 1 to 2^63-1")
 ]
+TokensPerMinute = Annotated[
+    int,
+    Field(ge=1, le=MAX_QUOTA, strict=True, description="LLM tokens per minute, 1 to 2^63-1"),
+]
+TokensPerDay = Annotated[
+    int,
+    Field(ge=1, le=MAX_QUOTA, strict=True, description="LLM tokens per UTC day, 1 to 2^63-1"),
+]
 VersionNumber = Annotated[int, Field(ge=1, le=MAX_VERSION)]
 Name = Annotated[str, text(NAME_LENGTH)]
 TenantName = Annotated[str, text(TENANT_LENGTH)]

@@ -24,7 +24,7 @@ class BodyLimit:
         limit = self.uploads if scope["path"].endswith(self.upload_suffix) else self.default
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > limit:
-            await _too_large(limit)(scope, receive, send)
+            await _too_large(limit, scope["path"])(scope, receive, send)
             return
         seen = 0
 
@@ -40,5 +40,5 @@ class BodyLimit:
         await self.app(scope, counting_receive, send)
 
 
-def _too_large(limit: int) -> ASGIApp:
-    return error_response(413, f"request body is larger than the limit of {limit} bytes")
+def _too_large(limit: int, path: str) -> ASGIApp:
+    return error_response(413, f"request body is larger than the limit of {limit} bytes", path=path)

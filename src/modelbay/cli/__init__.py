@@ -11,6 +11,7 @@ from modelbay.cli import (
     accounts,
     admin,
     audit,
+    chat,
     deployments,
     keys,
     models,
@@ -58,6 +59,7 @@ app.add_typer(models.app, name="models")
 app.add_typer(admin.app, name="admin")
 app.add_typer(audit.app, name="audit")
 predict.register(app)
+chat.register(app)
 deployments.register(app)
 app.add_typer(tenants.app, name="tenants")
 app.add_typer(accounts.app, name="accounts")

@@ -213,13 +213,17 @@ def state_text(status: Record) -> Text:
 
 
 def tenants_table(tenants: Sequence[Record]) -> Table:
-    """One row per tenant: name, rate limit, daily quota, creation."""
-    table = Table("name", "rate limit", "daily quota", "created", title="tenants")
+    """One row per tenant: name, limits of requests and of LLM tokens, creation."""
+    table = Table("name", "rate limit", "daily quota", title="tenants")
+    for column in ("token rate", "token quota", "created"):
+        table.add_column(column)
     for tenant in tenants:
         table.add_row(
             Text(str(tenant["name"]), style="bold"),
             rate_text(tenant.get("rate_limit_rps")),
             quota_text(tenant.get("daily_quota")),
+            tokens_text(tenant.get("tokens_per_minute"), "min"),
+            tokens_text(tenant.get("tokens_per_day"), "day"),
             when(tenant.get("created_at")),
         )
     return table
@@ -242,7 +246,7 @@ def accounts_table(accounts: Sequence[Record]) -> Table:
 def keys_table(keys: Sequence[Record]) -> Table:
     """One row per API key: id, name, tenant, role, status, expiry, limits, creation."""
     table = Table("key id", "name", "tenant", "role", "status", "expires", title="keys")
-    for column in ("rate limit", "quota", "created"):
+    for column in ("rate limit", "quota", "token rate", "token quota", "created"):
         table.add_column(column)
     for key in keys:
         table.add_row(
@@ -254,6 +258,8 @@ def keys_table(keys: Sequence[Record]) -> Table:
             expiry_text(key),
             rate_text(key.get("rate_limit_rps")),
             quota_text(key.get("daily_quota")),
+            tokens_text(key.get("tokens_per_minute"), "min"),
+            tokens_text(key.get("tokens_per_day"), "day"),
             when(key.get("created_at")),
         )
     return table
@@ -274,6 +280,8 @@ def key_grid(key: Record) -> Table:
         "status": status_text(key),
         "rate limit": rate_text(key.get("rate_limit_rps")),
         "daily quota": quota_text(key.get("daily_quota")),
+        "token rate": tokens_text(key.get("tokens_per_minute"), "min"),
+        "token quota": tokens_text(key.get("tokens_per_day"), "day"),
         "expires": expiry_text(key),
         "created": f"{when(key.get('created_at'))} by {key.get('created_by') or '-'}",
     }
@@ -299,10 +307,11 @@ def whoami_grid(identity: Record) -> Table:
 
 
 def usage_table(usage: Sequence[Record]) -> Table:
-    """One row per key and UTC day: requests and compute seconds, then a totals row."""
+    """One row per key and UTC day: requests, compute seconds and LLM tokens, then a
+    totals row."""
     table = Table("day", "tenant", "key id", title="usage")
-    table.add_column("requests", justify="right")
-    table.add_column("compute s", justify="right")
+    for column in ("requests", "compute s", "prompt tokens", "completion tokens"):
+        table.add_column(column, justify="right")
     for row in usage:
         table.add_row(
             str(row["day"]),
@@ -310,12 +319,25 @@ def usage_table(usage: Sequence[Record]) -> Table:
             str(row["key_id"]),
             str(row["requests"]),
             f"{float(row['compute_seconds']):.3f}",
+            str(row.get("prompt_tokens", 0)),
+            str(row.get("completion_tokens", 0)),
         )
     table.add_section()
-    requests = sum(int(row["requests"]) for row in usage)
     compute = sum(float(row["compute_seconds"]) for row in usage)
-    table.add_row(Text("total", style="bold"), "", "", str(requests), f"{compute:.3f}")
+    table.add_row(
+        Text("total", style="bold"),
+        "",
+        "",
+        str(_total(usage, "requests")),
+        f"{compute:.3f}",
+        str(_total(usage, "prompt_tokens")),
+        str(_total(usage, "completion_tokens")),
+    )
     return table
+
+
+def _total(rows: Sequence[Record], field: str) -> int:
+    return sum(int(row.get(field, 0)) for row in rows)
 
 
 def status_text(key: Record) -> Text:
@@ -337,3 +359,8 @@ def rate_text(rps: Any) -> str:
 def quota_text(quota: Any) -> str:
     """A daily quota as ``N/day``, or ``-`` (unlimited)."""
     return "-" if quota is None else f"{int(quota)}/day"
+
+
+def tokens_text(limit: Any, per: str) -> str:
+    """A limit of LLM tokens as ``N tokens/min`` (``per``), or ``-`` (unlimited)."""
+    return "-" if limit is None else f"{int(limit)} tokens/{per}"

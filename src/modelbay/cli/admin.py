@@ -31,10 +31,10 @@ DataDirOpt = Annotated[
 @app.command("reset-limits")
 def reset_limits(
     tenant: Annotated[
-        str | None, typer.Option(help="Remove this tenant's rate limit and daily quota")
+        str | None, typer.Option(help="Remove this tenant's limits (requests and tokens)")
     ] = None,
     key: Annotated[
-        str | None, typer.Option(help="Remove this key's (mb_...) rate limit and daily quota")
+        str | None, typer.Option(help="Remove this key's (mb_...) limits (requests and tokens)")
     ] = None,
     data_dir: DataDirOpt = None,
     database_url: Annotated[
@@ -49,7 +49,7 @@ def reset_limits(
     from modelbay.errors import ModelbayError
     from modelbay.registry import make_engine
     from modelbay.security.audit import AuditLog
-    from modelbay.security.keys import KeyStore
+    from modelbay.security.keys import LIMIT_FIELDS, KeyStore
     from modelbay.settings import Settings
 
     if tenant is None and key is None:
@@ -68,27 +68,32 @@ def reset_limits(
     try:
         if tenant is not None:
             before = keys.get_tenant(tenant)
-            keys.update_tenant(tenant, rate_limit_rps=None, daily_quota=None)
-            _report_reset(audit, "tenant", tenant, before.rate_limit_rps, before.daily_quota)
+            keys.update_tenant(tenant, **dict.fromkeys(LIMIT_FIELDS))
+            _report_reset(audit, "tenant", tenant, before.model_dump(include=set(LIMIT_FIELDS)))
         if key is not None:
             record = keys.get_key(key)
             keys.clear_key_limits(key)
-            _report_reset(audit, "key", key, record.rate_limit_rps, record.daily_quota)
+            _report_reset(audit, "key", key, record.model_dump(include=set(LIMIT_FIELDS)))
     except ModelbayError as exc:
         fail(exc.message)
     finally:
         engine.dispose()
 
 
-def _report_reset(audit: Any, kind: str, name: str, rate: float | None, quota: int | None) -> None:
+def _report_reset(audit: Any, kind: str, name: str, limits: dict[str, Any]) -> None:
     audit.append(
         actor="cli",
         action="access.reset_limits",
         target={kind: name},
         result=200,
-        details={"rate_limit_rps": rate, "daily_quota": quota},
+        details=limits,
     )
-    was = f"rate limit {rate if rate is not None else 'none'}/s, daily quota {quota or 'none'}"
+    rate, quota = limits["rate_limit_rps"], limits["daily_quota"]
+    was = (
+        f"rate limit {rate if rate is not None else 'none'}/s, daily quota {quota or 'none'}, "
+        f"tokens {limits['tokens_per_minute'] or 'none'}/min, "
+        f"{limits['tokens_per_day'] or 'none'}/day"
+    )
     console.print(f"{kind} '{name}': limits removed (were {was})")
 
 

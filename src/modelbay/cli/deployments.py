@@ -48,7 +48,9 @@ def deploy(
         int | None, typer.Option(min=0, help="Replicas kept running (0: scale to zero)")
     ] = None,
     max_replicas: Annotated[int | None, typer.Option(min=1, help="Most replicas")] = None,
-    max_batch_size: Annotated[int | None, typer.Option(min=1, help="Rows per batch")] = None,
+    max_batch_size: Annotated[
+        int | None, typer.Option(min=1, help="Rows per batch (LLMs: sequences at once)")
+    ] = None,
     max_queue_delay_ms: Annotated[
         float | None, typer.Option(min=0, help="How long a batch waits to fill")
     ] = None,
@@ -61,6 +63,13 @@ def deploy(
     threads_per_replica: Annotated[
         int | None, typer.Option(min=1, help="Compute threads of each replica")
     ] = None,
+    kv_cache_mb: Annotated[
+        int | None, typer.Option(min=1, help="LLMs: KV cache of each replica (MiB)")
+    ] = None,
+    max_model_len: Annotated[
+        int | None, typer.Option(min=16, help="LLMs: prompt plus output, at most")
+    ] = None,
+    dtype: Annotated[str | None, typer.Option(help="LLMs: auto, float32 or bfloat16")] = None,
     canary: Annotated[
         str | None,
         typer.Option(metavar="VERSION|ALIAS", help="A second version to send a share of traffic"),
@@ -88,6 +97,9 @@ def deploy(
         "queue_capacity": queue_capacity,
         "request_timeout_ms": request_timeout_ms,
         "threads_per_replica": threads_per_replica,
+        "kv_cache_mb": kv_cache_mb,
+        "max_model_len": max_model_len,
+        "dtype": dtype,
     }
     target = "latest" if ref.version is None else ref.version
     with connect(ctx) as client, _spinner(ref, enabled=not (no_wait or as_json)):

@@ -40,6 +40,13 @@ def create(
     daily_quota: Annotated[
         int | None, typer.Option("--daily-quota", metavar="N", help="Requests per UTC day")
     ] = None,
+    tokens_per_minute: Annotated[
+        int | None,
+        typer.Option("--tokens-per-minute", metavar="N", help="LLM tokens per minute"),
+    ] = None,
+    tokens_per_day: Annotated[
+        int | None, typer.Option("--tokens-per-day", metavar="N", help="LLM tokens per UTC day")
+    ] = None,
     expires: Annotated[
         str | None,
         typer.Option(metavar="DURATION", help="Lifetime: 30m, 12h, 90d, 4w (default: never)"),
@@ -57,6 +64,8 @@ def create(
             daily_quota=daily_quota,
             expires_in=expires,
             account=account,
+            tokens_per_minute=tokens_per_minute,
+            tokens_per_day=tokens_per_day,
         )
     if as_json:
         echo_json(record)

@@ -135,10 +135,16 @@ def _run(settings: Any, *, demo: bool) -> None:
     app = create_app(settings)
     tour = None
     if demo:
-        from modelbay.demo import install_demo_deployment, install_demo_models
+        from modelbay.demo import (
+            install_demo_deployment,
+            install_demo_models,
+            install_llm_demo_models,
+        )
 
         with console.status("building demo models from scikit-learn's digits data..."):
             pushed = install_demo_models(app.state.ctx.catalog)
+        with console.status("registering the demo LLM and embedding model..."):
+            pushed += install_llm_demo_models(app.state.ctx.catalog)
         if pushed:
             console.print(f"[green]registered demo models:[/] {', '.join(pushed)}")
         if install_demo_deployment(app.state.ctx.deployments):
@@ -262,6 +268,9 @@ Try, from another terminal in this directory:
   .venv/bin/modelbay models show digits-cnn
   .venv/bin/modelbay deployments list
   curl -s {url}/metrics {auth} | grep modelbay_batch_size
+  .venv/bin/modelbay chat smol
+  curl -s {url}/v1/chat/completions {auth} -H 'Content-Type: application/json' \
+       -d '{{"model": "smol", "messages": [{{"role": "user", "content": "Hi!"}}]}}'
 
 API docs: {url}/docs
 """)

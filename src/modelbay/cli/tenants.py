@@ -1,4 +1,4 @@
-"""``modelbay tenants ...``: create tenants and set their rate limits and daily quotas."""
+"""``modelbay tenants ...``: create tenants and set their rate limits and quotas."""
 
 from __future__ import annotations
 
@@ -20,6 +20,16 @@ QuotaOpt = Annotated[
     int | None,
     typer.Option("--daily-quota", metavar="N", help="Requests per UTC day, over all its keys"),
 ]
+TokensPerMinuteOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--tokens-per-minute", metavar="N", help="LLM tokens per minute, over all its keys"
+    ),
+]
+TokensPerDayOpt = Annotated[
+    int | None,
+    typer.Option("--tokens-per-day", metavar="N", help="LLM tokens per UTC day, over all its keys"),
+]
 
 
 @app.command()
@@ -28,11 +38,19 @@ def create(
     name: NameArg,
     rate_limit: RateOpt = None,
     daily_quota: QuotaOpt = None,
+    tokens_per_minute: TokensPerMinuteOpt = None,
+    tokens_per_day: TokensPerDayOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Create a tenant, unlimited unless --rate-limit or --daily-quota is given."""
+    """Create a tenant, unlimited but for the limits given."""
     with connect(ctx) as client:
-        record = client.create_tenant(name, rate_limit_rps=rate_limit, daily_quota=daily_quota)
+        record = client.create_tenant(
+            name,
+            rate_limit_rps=rate_limit,
+            daily_quota=daily_quota,
+            tokens_per_minute=tokens_per_minute,
+            tokens_per_day=tokens_per_day,
+        )
     _print(record, as_json, f"created tenant {name}")
 
 
@@ -67,16 +85,30 @@ def update(
     no_daily_quota: Annotated[
         bool, typer.Option("--no-daily-quota", help="Remove the daily quota")
     ] = False,
+    tokens_per_minute: TokensPerMinuteOpt = None,
+    no_tokens_per_minute: Annotated[
+        bool, typer.Option("--no-tokens-per-minute", help="Remove the tokens per minute limit")
+    ] = False,
+    tokens_per_day: TokensPerDayOpt = None,
+    no_tokens_per_day: Annotated[
+        bool, typer.Option("--no-tokens-per-day", help="Remove the tokens per day limit")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Change a tenant's limits; a limit not named stays as it is."""
     limits = {
         **_limit("rate_limit_rps", rate_limit, no_rate_limit, "--rate-limit"),
         **_limit("daily_quota", daily_quota, no_daily_quota, "--daily-quota"),
+        **_limit(
+            "tokens_per_minute", tokens_per_minute, no_tokens_per_minute, "--tokens-per-minute"
+        ),
+        **_limit("tokens_per_day", tokens_per_day, no_tokens_per_day, "--tokens-per-day"),
     }
     if not limits:
         raise typer.BadParameter(
-            "give --rate-limit, --no-rate-limit, --daily-quota or --no-daily-quota"
+            "give a limit to set (--rate-limit, --daily-quota, --tokens-per-minute, "
+            "--tokens-per-day) or to remove (--no-rate-limit, --no-daily-quota, "
+            "--no-tokens-per-minute, --no-tokens-per-day)"
         )
     with connect(ctx) as client:
         record = client.update_tenant(name, **limits)

@@ -1,4 +1,4 @@
-"""``modelbay usage``: requests and compute seconds per API key and UTC day."""
+"""``modelbay usage``: requests, compute seconds and LLM tokens per API key and UTC day."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def usage(
     until: Annotated[datetime | None, typer.Option(help="Last UTC day", **_DAY)] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Show requests and compute seconds per key and UTC day, with totals."""
+    """Show requests, compute seconds and LLM tokens per key and UTC day, with totals."""
     with connect(ctx) as client:
         rows = client.usage(
             tenant=tenant,

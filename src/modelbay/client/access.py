@@ -25,10 +25,21 @@ class AccessCalls:
     # -- tenants --------------------------------------------------------------------------
 
     def create_tenant(
-        self, name: str, rate_limit_rps: float | None = None, daily_quota: int | None = None
+        self,
+        name: str,
+        rate_limit_rps: float | None = None,
+        daily_quota: int | None = None,
+        tokens_per_minute: int | None = None,
+        tokens_per_day: int | None = None,
     ) -> dict[str, Any]:
         """Create a tenant (admin); a limit left ``None`` means unlimited."""
-        body = _given(name=name, rate_limit_rps=rate_limit_rps, daily_quota=daily_quota)
+        body = _given(
+            name=name,
+            rate_limit_rps=rate_limit_rps,
+            daily_quota=daily_quota,
+            tokens_per_minute=tokens_per_minute,
+            tokens_per_day=tokens_per_day,
+        )
         return self._json("POST", "/api/v1/tenants", json=body)
 
     def list_tenants(self) -> list[dict[str, Any]]:
@@ -40,7 +51,8 @@ class AccessCalls:
         return self._json("GET", _path("tenants", name))
 
     def update_tenant(self, name: str, **limits: float | None) -> dict[str, Any]:
-        """Change ``rate_limit_rps`` or ``daily_quota`` (admin); ``None`` removes a limit."""
+        """Change ``rate_limit_rps``, ``daily_quota``, ``tokens_per_minute`` or
+        ``tokens_per_day`` (admin); ``None`` removes a limit."""
         return self._json("PATCH", _path("tenants", name), json=limits)
 
     # -- accounts -------------------------------------------------------------------------
@@ -70,12 +82,16 @@ class AccessCalls:
         daily_quota: int | None = None,
         expires_in: str | None = None,
         account: str | None = None,
+        tokens_per_minute: int | None = None,
+        tokens_per_day: int | None = None,
     ) -> dict[str, Any]:
         """Create an API key; its record includes ``secret``, which no later call returns.
 
         ``tenant`` defaults to the caller's, ``scopes`` narrow the role's, ``expires_in``
         is a lifetime such as "30m", "12h", "90d" or "4w" (default: never expires), and
-        ``account`` names the tenant's user or service account the key acts for.
+        ``account`` names the tenant's user or service account the key acts for. Limits
+        left ``None`` (requests per second and per day, LLM tokens per minute and per
+        day) mean unlimited.
         """
         body = _given(
             name=name,
@@ -84,6 +100,8 @@ class AccessCalls:
             scopes=None if scopes is None else [str(s) for s in scopes],
             rate_limit_rps=rate_limit_rps,
             daily_quota=daily_quota,
+            tokens_per_minute=tokens_per_minute,
+            tokens_per_day=tokens_per_day,
             expires_in=expires_in,
             account=account,
         )
@@ -111,7 +129,8 @@ class AccessCalls:
         since: date | str | None = None,
         until: date | str | None = None,
     ) -> list[dict[str, Any]]:
-        """Requests and compute seconds per key and UTC day, ``since`` to ``until`` inclusive."""
+        """Requests, compute seconds and LLM tokens (``prompt_tokens``,
+        ``completion_tokens``) per key and UTC day, ``since`` to ``until`` inclusive."""
         params = _given(tenant=tenant, key_id=key_id, since=_day(since), until=_day(until))
         return _items(self._json("GET", "/api/v1/usage", params=params), "usage")
 

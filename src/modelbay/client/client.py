@@ -20,6 +20,7 @@ from modelbay import __version__
 from modelbay.client.access import AccessCalls
 from modelbay.client.deployments import WAIT_TIMEOUT_S, DeploymentCalls, deployment_changes
 from modelbay.client.errors import ApiError, raise_for_status
+from modelbay.client.llm import LLMCalls
 from modelbay.client.uploads import ProgressCallback, ProgressReader, UploadProgress, collect_files
 from modelbay.errors import ArtifactCorrupted, ModelbayError
 from modelbay.protocols import v2
@@ -32,7 +33,7 @@ SignatureSource = Mapping[str, Any] | Signature | str | os.PathLike[str]
 """A signature as a mapping, a ``Signature``, or the path of a JSON file holding one."""
 
 
-class Client(AccessCalls):
+class Client(AccessCalls, LLMCalls):
     """Talks to one modelbay server; returns the server's JSON as dicts, tensors as arrays.
 
     ``url`` defaults to ``$MODELBAY_URL`` (else http://127.0.0.1:8080) and ``api_key`` to
@@ -367,6 +368,17 @@ class Client(AccessCalls):
     def _stream(self, path: str) -> Iterator[httpx.Response]:
         try:
             with self._http.stream("GET", path) as response:
+                if response.is_error:
+                    response.read()
+                    raise_for_status(response)
+                yield response
+        except httpx.TransportError as exc:
+            raise self._unreachable(exc) from None
+
+    @contextmanager
+    def _stream_post(self, path: str, body: Any) -> Iterator[httpx.Response]:
+        try:
+            with self._http.stream("POST", path, json=body) as response:
                 if response.is_error:
                     response.read()
                     raise_for_status(response)

@@ -31,5 +31,7 @@ def _error_message(response: httpx.Response) -> str:
         doc = None
     if isinstance(doc, dict) and isinstance(doc.get("error"), str):
         return str(doc["error"])
+    if isinstance(doc, dict) and isinstance(doc.get("error"), dict):  # the OpenAI API's
+        return str(doc["error"].get("message", ""))
     text = response.text.strip()
     return text[:500] or f"HTTP {response.status_code} {response.reason_phrase}"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
@@ -84,6 +84,15 @@ class DeploymentConfig(BaseModel):
     scale_up_delay_s: float = Field(default=1.0, ge=0, le=86_400)
     scale_down_delay_s: float = Field(default=30.0, ge=0, le=86_400)
     idle_to_zero_s: float = Field(default=60.0, ge=0, le=7 * 86_400)
+    kv_cache_mb: int | None = Field(
+        default=None, ge=1, le=1_048_576, description="LLMs: KV cache per replica (MiB)"
+    )
+    max_model_len: int | None = Field(
+        default=None, ge=16, le=1_048_576, description="LLMs: prompt plus output, at most"
+    )
+    dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        default="auto", description="LLMs: weights and KV cache (auto: bfloat16 on CUDA)"
+    )
 
     @classmethod
     def parse(cls, data: dict[str, Any]) -> DeploymentConfig:

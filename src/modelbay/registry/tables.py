@@ -45,6 +45,8 @@ class TenantRow(Base):
     name: Mapped[str] = mapped_column(String(64), unique=True)
     rate_limit_rps: Mapped[float | None] = mapped_column(Float, nullable=True)
     daily_quota: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    tokens_per_minute: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    tokens_per_day: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -81,6 +83,8 @@ class ApiKeyRow(Base):
     scopes: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
     rate_limit_rps: Mapped[float | None] = mapped_column(Float, nullable=True)
     daily_quota: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    tokens_per_minute: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    tokens_per_day: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     created_by: Mapped[str | None] = mapped_column(String(32), nullable=True)
@@ -91,7 +95,7 @@ class ApiKeyRow(Base):
 
 
 class UsageRow(Base):
-    """Requests and compute seconds of one key on one UTC day."""
+    """Requests, compute seconds and LLM tokens of one key on one UTC day."""
 
     __tablename__ = "usage"
     __table_args__ = (UniqueConstraint("day", "key_id"),)
@@ -102,6 +106,8 @@ class UsageRow(Base):
     key_id: Mapped[str] = mapped_column(String(32))
     requests: Mapped[int] = mapped_column(BigInteger, default=0)
     compute_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
 class ModelShareRow(Base):

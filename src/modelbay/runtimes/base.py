@@ -10,13 +10,23 @@ directory of verified files and return numpy arrays.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
 from modelbay.tensors import Signature
+
+
+@dataclass
+class Checked:
+    """What checking a pushed model found: its signature and what it records of itself
+    (an LLM's architecture, context length ...), kept in the version's metadata."""
+
+    signature: Signature
+    metadata: dict[str, Any] = field(default_factory=dict)
 
 
 class Runtime(ABC):
@@ -36,6 +46,31 @@ class Runtime(ABC):
         """Load ``model_dir / entrypoint``; ``signature`` given at upload overrides or completes
         what the artifact records. Raises ``InvalidArtifact`` when the files are not a
         loadable model of this format or the signature does not fit the model."""
+
+    @classmethod
+    def load_with_options(
+        cls,
+        model_dir: Path,
+        entrypoint: str,
+        signature: Signature | None,
+        *,
+        threads: int,
+        options: Mapping[str, Any],
+    ) -> Runtime:
+        """``load`` with a deployment's runtime options; runtimes without any ignore them."""
+        return cls.load(model_dir, entrypoint, signature, threads=threads)
+
+    @classmethod
+    def check(
+        cls, model_dir: Path, entrypoint: str, signature: Signature | None, *, threads: int
+    ) -> Checked:
+        """Check a pushed model (in a short-lived process): by default, load it once.
+        Runtimes of large models override this with a cheaper check of their files."""
+        runtime = cls.load(model_dir, entrypoint, signature, threads=threads)
+        try:
+            return Checked(runtime.signature)
+        finally:
+            runtime.unload()
 
     def __init__(self, signature: Signature) -> None:
         self._signature = signature

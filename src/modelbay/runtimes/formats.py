@@ -14,16 +14,23 @@ from pathlib import Path
 
 from modelbay.errors import InvalidArtifact
 
-FORMATS = ("torchscript", "torch_export", "onnx", "sklearn")
+FORMATS = ("torchscript", "torch_export", "onnx", "sklearn", "llm", "sentence_transformers")
+
+GGUF_MAGIC = b"GGUF"
+_BUNDLES = frozenset({"llm", "sentence_transformers"})
+"""Formats whose version is a directory (a Hugging Face model folder) or a GGUF file."""
 
 _PICKLE_EXTENSIONS = frozenset({".pkl", ".pickle", ".joblib", ".sav", ".dill"})
-_EXTENSIONS = {".onnx": "onnx", ".skops": "sklearn", ".pt2": "torch_export"}
+_EXTENSIONS = {".onnx": "onnx", ".skops": "sklearn", ".pt2": "torch_export", ".gguf": "llm"}
+_WEIGHT_PICKLES = frozenset({".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".joblib"})
 _ZIP_FORMATS = frozenset({"torchscript", "torch_export", "sklearn"})
 _LABELS = {
     "torchscript": "a TorchScript archive",
     "torch_export": "a torch.export (.pt2) archive",
     "sklearn": "a skops archive",
     "onnx": "an ONNX model",
+    "llm": "a GGUF file or a Hugging Face model directory",
+    "sentence_transformers": "a sentence-transformers model directory",
 }
 # joblib compresses pickles with these; their magic numbers, and a decompressor for each.
 _COMPRESSED = (
@@ -34,8 +41,59 @@ _COMPRESSED = (
 _SAFE_FORMATS = (
     "save scikit-learn models with skops.io.dump(model, 'model.skops'), and PyTorch models "
     "with torch.jit.script(model).save('model.pt') (or torch.jit.trace), "
-    "torch.export.save(torch.export.export(model, args), 'model.pt2'), or an ONNX export"
+    "torch.export.save(torch.export.export(model, args), 'model.pt2'), or an ONNX export; "
+    "Hugging Face weights as *.safetensors (model.save_pretrained(dir, "
+    "safe_serialization=True)) or GGUF"
 )
+
+
+def detect_bundle(stage: Path, paths: list[str], declared: str | None) -> tuple[str, str] | None:
+    """``(format, entrypoint)`` when the staged files are an LLM or an embedding model: one
+    GGUF file, or a Hugging Face directory (``config.json`` and ``*.safetensors``; with
+    ``modules.json``, a sentence-transformers model). None: some other format.
+
+    Every file of such a directory is checked: weights pickled by ``torch.save``
+    (``pytorch_model.bin``) are refused even beside safetensors, since a loader may
+    prefer them.
+    """
+    if declared is not None and declared not in _BUNDLES:
+        return None
+    if len(paths) == 1 and _head(stage / paths[0])[:4] == GGUF_MAGIC:
+        if declared == "sentence_transformers":
+            raise InvalidArtifact(
+                f"'{paths[0]}' is a GGUF file, not {_LABELS[declared]}", param="format"
+            )
+        return "llm", paths[0]
+    if "config.json" not in paths:
+        if declared is not None:
+            raise InvalidArtifact(
+                f"{_LABELS[declared]} needs a config.json and *.safetensors weights; got "
+                f"{', '.join(paths)}",
+                param="files",
+            )
+        return None
+    for rel in paths:
+        _refuse_pickled_weights(stage / rel, rel)
+    if not any(p.endswith(".safetensors") for p in paths):
+        if declared is None and not any(p.endswith(".gguf") for p in paths):
+            return None
+        raise InvalidArtifact(f"no *.safetensors weights among {', '.join(paths)}", param="files")
+    if "modules.json" in paths:
+        return "sentence_transformers", "modules.json"
+    if declared == "sentence_transformers":
+        raise InvalidArtifact(
+            "a sentence-transformers model directory has a modules.json", param="files"
+        )
+    return "llm", "config.json"
+
+
+def _refuse_pickled_weights(path: Path, rel: str) -> None:
+    suffix = path.suffix.lower()
+    head = _head(path)
+    if suffix in _WEIGHT_PICKLES or _is_pickle(head):
+        raise _pickle_refused(rel, f"is pickled weights ('{suffix or 'no extension'}' file)")
+    if head[:2] == b"PK" and zipfile.is_zipfile(path):
+        _zip_content(path)  # refuses torch.save archives
 
 
 def detect_format(path: Path, declared: str | None = None) -> str:
@@ -56,6 +114,10 @@ def detect_format(path: Path, declared: str | None = None) -> str:
     if _is_pickle(head) or _is_pickle(_decompressed(head)):
         raise _pickle_refused(name, "is a pickle (it starts with a pickle header)")
     expected = declared or _EXTENSIONS.get(suffix)
+    if head[:4] == GGUF_MAGIC:
+        return _gguf(name, declared)
+    if expected == "llm" or expected in _BUNDLES:
+        raise InvalidArtifact(f"'{name}' is not {_LABELS[expected]}", param="format")
     if zipfile.is_zipfile(path):
         return _zip_format(path, expected, declared)
     if expected in _ZIP_FORMATS:
@@ -65,6 +127,14 @@ def detect_format(path: Path, declared: str | None = None) -> str:
     if expected == "onnx":
         return "onnx"
     raise _unknown(name)
+
+
+def _gguf(name: str, declared: str | None) -> str:
+    if declared not in (None, "llm"):
+        raise InvalidArtifact(
+            f"'{name}' is declared as {_LABELS[declared]} but is a GGUF file", param="format"
+        )
+    return "llm"
 
 
 def _zip_format(path: Path, expected: str | None, declared: str | None) -> str:

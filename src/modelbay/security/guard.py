@@ -93,6 +93,26 @@ class Guard:
     def add_seconds(self, p: Principal, seconds: float) -> None:
         self.meter.add_seconds(p, self.meter.now(), seconds)
 
+    def admit_tokens(self, p: Principal) -> None:
+        """Raise ``RateLimited`` when ``p``'s key or tenant has spent its LLM tokens of the
+        minute or of the day; takes nothing (``add_tokens`` does, once they are known).
+        Call it on the event loop, as ``admit``."""
+        now = self.meter.now()
+        verdict = self.limiter.admit_tokens(
+            p, now, seconds_to_midnight(now), self.meter.tokens_today
+        )
+        if not verdict.admitted:
+            raise RateLimited(_limit_message(p, verdict), verdict)
+
+    def add_tokens(self, p: Principal, prompt_tokens: int, completion_tokens: int) -> None:
+        """Take the LLM tokens a request of ``p`` used from its key's and tenant's token
+        limits, and count them in its usage. Call it on the event loop, as ``admit``."""
+        if prompt_tokens < 0 or completion_tokens < 0:
+            raise ValueError(f"negative token counts: {prompt_tokens}, {completion_tokens}")
+        now = self.meter.now()
+        self.limiter.debit_tokens(p, now, prompt_tokens + completion_tokens)
+        self.meter.add_tokens(p, now, prompt_tokens, completion_tokens)
+
     async def authorize(
         self, p: Principal | None, rule: Rule, name: str | None, caller: Caller
     ) -> None:
@@ -170,10 +190,15 @@ class Guard:
 def _limit_message(p: Principal, verdict: Verdict) -> str:
     assert verdict.tightest is not None
     t = verdict.tightest
+    key, tenant = f"key '{p.key_id}'", f"tenant '{p.tenant}'"
     what = {
-        "key": f"key '{p.key_id}' is over its rate limit of {t.limit:g} requests per second",
-        "tenant": f"tenant '{p.tenant}' is over its rate limit of {t.limit:g} requests per second",
-        "key-day": f"key '{p.key_id}' has used its daily quota of {t.limit:g} requests",
-        "tenant-day": f"tenant '{p.tenant}' has used its daily quota of {t.limit:g} requests",
+        "key": f"{key} is over its rate limit of {t.limit:g} requests per second",
+        "tenant": f"{tenant} is over its rate limit of {t.limit:g} requests per second",
+        "key-day": f"{key} has used its daily quota of {t.limit:g} requests",
+        "tenant-day": f"{tenant} has used its daily quota of {t.limit:g} requests",
+        "key-tokens": f"{key} has used its {t.limit:.0f} tokens per minute",
+        "tenant-tokens": f"{tenant} has used its {t.limit:.0f} tokens per minute",
+        "key-tokens-day": f"{key} has used its daily quota of {t.limit:.0f} tokens",
+        "tenant-tokens-day": f"{tenant} has used its daily quota of {t.limit:.0f} tokens",
     }[t.name]
     return f"{what}; retry after {verdict.retry_after:.1f} s"

@@ -25,6 +25,8 @@ from modelbay.security.tokens import hash_secret, key_id_for, new_token
 
 TENANT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 BOOTSTRAP_NAME = "bootstrap-admin"
+LIMIT_FIELDS = ("rate_limit_rps", "daily_quota", "tokens_per_minute", "tokens_per_day")
+"""The limits of a tenant or key; ``None`` in any means unlimited."""
 ENV_ADMIN_NAME = "admin (MODELBAY_ADMIN_KEY)"
 
 
@@ -44,6 +46,8 @@ class TenantRecord(BaseModel):
     name: str
     rate_limit_rps: float | None
     daily_quota: int | None
+    tokens_per_minute: int | None
+    tokens_per_day: int | None
     created_at: datetime
 
 
@@ -58,6 +62,8 @@ class KeyRecord(BaseModel):
     scopes: list[Scope]
     rate_limit_rps: float | None
     daily_quota: int | None
+    tokens_per_minute: int | None
+    tokens_per_day: int | None
     expires_at: datetime | None
     revoked_at: datetime | None
     created_by: str | None
@@ -88,12 +94,24 @@ class KeyStore:
     # tenants
 
     def create_tenant(
-        self, name: str, *, rate_limit_rps: float | None = None, daily_quota: int | None = None
+        self,
+        name: str,
+        *,
+        rate_limit_rps: float | None = None,
+        daily_quota: int | None = None,
+        tokens_per_minute: int | None = None,
+        tokens_per_day: int | None = None,
     ) -> TenantRecord:
         check_tenant_name(name)
         try:
             with self._sessions.begin() as s:
-                row = TenantRow(name=name, rate_limit_rps=rate_limit_rps, daily_quota=daily_quota)
+                row = TenantRow(
+                    name=name,
+                    rate_limit_rps=rate_limit_rps,
+                    daily_quota=daily_quota,
+                    tokens_per_minute=tokens_per_minute,
+                    tokens_per_day=tokens_per_day,
+                )
                 s.add(row)
                 s.flush()
                 return _tenant_record(row)
@@ -132,6 +150,8 @@ class KeyStore:
         scopes: list[Scope] | None = None,
         rate_limit_rps: float | None = None,
         daily_quota: int | None = None,
+        tokens_per_minute: int | None = None,
+        tokens_per_day: int | None = None,
         expires_at: datetime | None = None,
         created_by: str | None = None,
         token: str | None = None,
@@ -170,6 +190,8 @@ class KeyStore:
                 scopes=[str(x) for x in scopes] if scopes is not None else None,
                 rate_limit_rps=rate_limit_rps,
                 daily_quota=daily_quota,
+                tokens_per_minute=tokens_per_minute,
+                tokens_per_day=tokens_per_day,
                 expires_at=expires_at,
                 created_by=created_by,
                 account=account_of,
@@ -192,11 +214,11 @@ class KeyStore:
             return _key_record(_key_row(s, key_id))
 
     def clear_key_limits(self, key_id: str) -> KeyRecord:
-        """Remove a key's rate limit and daily quota (``modelbay admin reset-limits``)."""
+        """Remove every limit of a key (``modelbay admin reset-limits``)."""
         with self._sessions.begin() as s:
             row = _key_row(s, key_id)
-            row.rate_limit_rps = None
-            row.daily_quota = None
+            for field in LIMIT_FIELDS:
+                setattr(row, field, None)
             s.flush()
             return _key_record(row)
 
@@ -288,6 +310,8 @@ def _tenant_record(row: TenantRow) -> TenantRecord:
         name=row.name,
         rate_limit_rps=row.rate_limit_rps,
         daily_quota=row.daily_quota,
+        tokens_per_minute=row.tokens_per_minute,
+        tokens_per_day=row.tokens_per_day,
         created_at=as_utc(row.created_at),
     )
 
@@ -317,6 +341,8 @@ def _key_record(row: ApiKeyRow) -> KeyRecord:
         scopes=sorted(_scopes(row)),
         rate_limit_rps=row.rate_limit_rps,
         daily_quota=row.daily_quota,
+        tokens_per_minute=row.tokens_per_minute,
+        tokens_per_day=row.tokens_per_day,
         expires_at=as_utc(row.expires_at) if row.expires_at else None,
         revoked_at=as_utc(row.revoked_at) if row.revoked_at else None,
         created_by=row.created_by,
@@ -338,4 +364,8 @@ def _principal(row: ApiKeyRow) -> Principal:
         daily_quota=row.daily_quota,
         tenant_rate_limit_rps=row.tenant.rate_limit_rps,
         tenant_daily_quota=row.tenant.daily_quota,
+        tokens_per_minute=row.tokens_per_minute,
+        tokens_per_day=row.tokens_per_day,
+        tenant_tokens_per_minute=row.tenant.tokens_per_minute,
+        tenant_tokens_per_day=row.tenant.tokens_per_day,
     )

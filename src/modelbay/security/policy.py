@@ -30,6 +30,14 @@ REST_RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/v2/models/{name}/versions/{version}/ready"): _READ_MODEL,
     ("POST", "/v2/models/{name}/infer"): _INFER_MODEL,
     ("POST", "/v2/models/{name}/versions/{version}/infer"): _INFER_MODEL,
+    # the OpenAI API: the model is named in the body (``name``, ``name:version``,
+    # ``name@alias``), so the route itself checks the model's rule (read, or infer), as
+    # V2 does: another tenant's private model is unknown before a scope is missing
+    ("GET", "/v1/models"): Rule(Scope.READ),
+    ("GET", "/v1/models/{model}"): AUTHENTICATED,
+    ("POST", "/v1/chat/completions"): AUTHENTICATED,
+    ("POST", "/v1/completions"): AUTHENTICATED,
+    ("POST", "/v1/embeddings"): AUTHENTICATED,
     # models (the list shows only what the caller may see)
     ("GET", "/api/v1/models"): Rule(Scope.READ),
     ("POST", "/api/v1/models"): Rule(Scope.WRITE, resource="model", from_body=True, creates=True),

@@ -56,6 +56,10 @@ class Principal:
     daily_quota: int | None = None
     tenant_rate_limit_rps: float | None = None
     tenant_daily_quota: int | None = None
+    tokens_per_minute: int | None = None
+    tokens_per_day: int | None = None
+    tenant_tokens_per_minute: int | None = None
+    tenant_tokens_per_day: int | None = None
     account: str | None = None
     """The user or service account the key belongs to, if any."""
 

@@ -1,9 +1,9 @@
-"""Usage accounting: requests and compute seconds per key and UTC day.
+"""Usage accounting: requests, compute seconds and LLM tokens per key and UTC day.
 
 Counting happens in memory on the request path; ``flush`` (called every few seconds and at
 shutdown, off the event loop) adds what was counted to the ``usage`` table, so the
-database is never on the hot path. Daily counts start from the table's values for today,
-so quotas hold across restarts.
+database is never on the hot path. Daily counts of requests and of tokens start from the
+table's values for today, so quotas hold across restarts.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from pydantic import BaseModel
@@ -31,6 +32,8 @@ class UsageRecord(BaseModel):
     key_id: str
     requests: int
     compute_seconds: float
+    prompt_tokens: int
+    completion_tokens: int
 
 
 _DAY_S = 86_400
@@ -51,8 +54,46 @@ def seconds_to_midnight(epoch_s: float) -> float:
     return _DAY_S - epoch_s % _DAY_S
 
 
+@dataclass
+class _Counts:
+    """What one key used on one day and is not in the table yet."""
+
+    tenant_id: int
+    requests: int = 0
+    seconds: float = 0.0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def add(self, other: _Counts) -> None:
+        self.requests += other.requests
+        self.seconds += other.seconds
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
+
+
+@dataclass
+class _Today:
+    """Today's count of one thing (requests, tokens) per key and per tenant, with the
+    names of those counts in the shared table."""
+
+    prefix: str
+    keys: dict[str, int] = field(default_factory=dict)
+    tenants: dict[int, int] = field(default_factory=dict)
+
+    def add(self, key_id: str, tenant_id: int, n: int) -> None:
+        self.keys[key_id] = self.keys.get(key_id, 0) + n
+        self.tenants[tenant_id] = self.tenants.get(tenant_id, 0) + n
+
+    def shared_names(self, p: Principal, day: str) -> list[tuple[str, int]]:
+        """(name in the table, this process's count to start it from), key's then tenant's."""
+        return [
+            (f"{self.prefix}/{day}/k/{p.key_id}", self.keys.get(p.key_id, 0)),
+            (f"{self.prefix}/{day}/t/{p.tenant_id}", self.tenants.get(p.tenant_id, 0)),
+        ]
+
+
 class UsageMeter:
-    """Counts admitted requests and their server time; thread-safe."""
+    """Counts admitted requests, their server time and their LLM tokens; thread-safe."""
 
     def __init__(
         self,
@@ -64,15 +105,15 @@ class UsageMeter:
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self._clock = clock
         self._lock = threading.Lock()
-        self._pending: dict[tuple[str, str], list[float]] = {}  # (day, key) -> [tenant, n, s]
+        self._pending: dict[tuple[str, str], _Counts] = {}  # (day, key_id) -> counts
         self._day = utc_day(clock())
-        self._key_today: dict[str, int] = {}
-        self._tenant_today: dict[int, int] = {}
+        self._requests = _Today("u")
+        self._tokens = _Today("n")
         self._table = table
-        """Today's counts of keys and tenants with a daily quota, shared by the frontends
+        """Today's counts of keys and tenants with a daily limit, shared by the frontends
         of the data directory (quotas hold for the server). A count starts from this
         process's own (the database's at start, and what it counted since) when its key or
-        tenant is first seen with a quota."""
+        tenant is first seen with a limit."""
         self._load_today()
 
     def now(self) -> float:
@@ -82,42 +123,68 @@ class UsageMeter:
         """One admitted request of ``p``."""
         day = utc_day(now)
         with self._lock:
-            if day != self._day:
-                self._day, self._key_today, self._tenant_today = day, {}, {}
-            entry = self._pending.setdefault((day, p.key_id), [p.tenant_id, 0, 0.0])
-            entry[1] += 1
-            self._key_today[p.key_id] = self._key_today.get(p.key_id, 0) + 1
-            self._tenant_today[p.tenant_id] = self._tenant_today.get(p.tenant_id, 0) + 1
-            if self._table is None or (p.daily_quota is None and p.tenant_daily_quota is None):
-                return  # only quotas read the shared counts: no lock on the common path
-            with self._table.locked():
-                for name, seed in self._shared_names(p, day):
-                    shared = self._table.get(name)
-                    self._table.put(name, shared[0] + 1 if shared else seed, 0.0, 0.0)
+            self._roll(day)
+            self._entry(p, day).requests += 1
+            quota = p.daily_quota is not None or p.tenant_daily_quota is not None
+            self._add_today(self._requests, p, day, 1, shared=quota)
 
     def add_seconds(self, p: Principal, now: float, seconds: float) -> None:
         with self._lock:
-            entry = self._pending.setdefault((utc_day(now), p.key_id), [p.tenant_id, 0, 0.0])
-            entry[2] += seconds
+            self._entry(p, utc_day(now)).seconds += seconds
+
+    def add_tokens(self, p: Principal, now: float, prompt: int, completion: int) -> None:
+        """The LLM tokens a request of ``p`` used: its prompt's and those it generated."""
+        day = utc_day(now)
+        with self._lock:
+            self._roll(day)
+            entry = self._entry(p, day)
+            entry.prompt_tokens += prompt
+            entry.completion_tokens += completion
+            quota = p.tokens_per_day is not None or p.tenant_tokens_per_day is not None
+            self._add_today(self._tokens, p, day, prompt + completion, shared=quota)
 
     def used_today(self, p: Principal) -> tuple[int, int]:
         """Requests today of ``p``'s key and of its tenant (as counted by this server)."""
+        return self._today_of(self._requests, p)
+
+    def tokens_today(self, p: Principal) -> tuple[int, int]:
+        """LLM tokens today of ``p``'s key and of its tenant (as counted by this server)."""
+        return self._today_of(self._tokens, p)
+
+    def _roll(self, day: str) -> None:
+        """Start today's counts afresh on a new UTC day (hold ``_lock``)."""
+        if day != self._day:
+            self._day, self._requests, self._tokens = day, _Today("u"), _Today("n")
+
+    def _entry(self, p: Principal, day: str) -> _Counts:
+        """``p``'s pending counts of ``day`` (hold ``_lock``)."""
+        entry = self._pending.get((day, p.key_id))
+        if entry is None:
+            entry = self._pending[(day, p.key_id)] = _Counts(p.tenant_id)
+        return entry
+
+    def _add_today(self, today: _Today, p: Principal, day: str, n: int, *, shared: bool) -> None:
+        """Count ``n`` for ``p`` today, in the table too when a limit reads it (hold
+        ``_lock``)."""
+        today.add(p.key_id, p.tenant_id, n)
+        if self._table is None or not shared:
+            return  # only limits read the shared counts: no lock on the common path
+        with self._table.locked():
+            for name, seed in today.shared_names(p, day):
+                found = self._table.get(name)
+                self._table.put(name, found[0] + n if found else seed, 0.0, 0.0)
+
+    def _today_of(self, today: _Today, p: Principal) -> tuple[int, int]:
         with self._lock:
             if utc_day(self._clock()) != self._day:
                 return 0, 0
             if self._table is None:
-                return self._key_today.get(p.key_id, 0), self._tenant_today.get(p.tenant_id, 0)
+                return today.keys.get(p.key_id, 0), today.tenants.get(p.tenant_id, 0)
             counts = []
-            for name, seed in self._shared_names(p, self._day):
-                shared = self._table.get(name)  # a read: no lock needed for one number
-                counts.append(int(shared[0]) if shared else seed)
+            for name, seed in today.shared_names(p, self._day):
+                found = self._table.get(name)  # a read: no lock needed for one number
+                counts.append(int(found[0]) if found else seed)
             return counts[0], counts[1]
-
-    def _shared_names(self, p: Principal, day: str) -> list[tuple[str, int]]:
-        return [
-            (f"u/{day}/k/{p.key_id}", self._key_today.get(p.key_id, 0)),
-            (f"u/{day}/t/{p.tenant_id}", self._tenant_today.get(p.tenant_id, 0)),
-        ]
 
     def flush(self) -> None:
         """Add what was counted since the last flush to the table."""
@@ -126,21 +193,23 @@ class UsageMeter:
         if not pending:
             return
         try:
-            for (day, key_id), (tenant_id, requests, seconds) in pending.items():
-                self._add(day, key_id, int(tenant_id), int(requests), seconds)
+            for (day, key_id), counts in pending.items():
+                self._add(day, key_id, counts)
         except Exception:
             self._restore(pending)  # nothing counted is lost; the next flush retries
             raise
 
-    def _add(self, day: str, key_id: str, tenant_id: int, requests: int, seconds: float) -> None:
+    def _add(self, day: str, key_id: str, counts: _Counts) -> None:
         """Add to a row in one statement: other frontends flush into the same rows."""
         match = (UsageRow.day == day, UsageRow.key_id == key_id)
         grow = (
             update(UsageRow)
             .where(*match)
             .values(
-                requests=UsageRow.requests + requests,
-                compute_seconds=UsageRow.compute_seconds + seconds,
+                requests=UsageRow.requests + counts.requests,
+                compute_seconds=UsageRow.compute_seconds + counts.seconds,
+                prompt_tokens=UsageRow.prompt_tokens + counts.prompt_tokens,
+                completion_tokens=UsageRow.completion_tokens + counts.completion_tokens,
             )
         )
         for _ in range(2):
@@ -153,9 +222,11 @@ class UsageMeter:
                         UsageRow(
                             day=day,
                             key_id=key_id,
-                            tenant_id=tenant_id,
-                            requests=requests,
-                            compute_seconds=seconds,
+                            tenant_id=counts.tenant_id,
+                            requests=counts.requests,
+                            compute_seconds=counts.seconds,
+                            prompt_tokens=counts.prompt_tokens,
+                            completion_tokens=counts.completion_tokens,
                         )
                     )
                 return
@@ -191,23 +262,27 @@ class UsageMeter:
                     key_id=row.key_id,
                     requests=row.requests,
                     compute_seconds=round(row.compute_seconds, 6),
+                    prompt_tokens=row.prompt_tokens,
+                    completion_tokens=row.completion_tokens,
                 )
                 for row, tenant in s.execute(query)
             ]
 
-    def _restore(self, pending: dict[tuple[str, str], list[float]]) -> None:
+    def _restore(self, pending: dict[tuple[str, str], _Counts]) -> None:
         with self._lock:
-            for key, (tenant_id, requests, seconds) in pending.items():
-                entry = self._pending.setdefault(key, [tenant_id, 0, 0.0])
-                entry[1] += requests
-                entry[2] += seconds
+            for key, counts in pending.items():
+                self._pending.setdefault(key, _Counts(counts.tenant_id)).add(counts)
 
     def _load_today(self) -> None:
+        columns = (
+            UsageRow.key_id,
+            UsageRow.tenant_id,
+            UsageRow.requests,
+            UsageRow.prompt_tokens + UsageRow.completion_tokens,
+        )
         with self._sessions.begin() as s:
-            for key_id, tenant_id, requests in s.execute(
-                select(UsageRow.key_id, UsageRow.tenant_id, UsageRow.requests).where(
-                    UsageRow.day == self._day
-                )
+            for key_id, tenant_id, requests, tokens in s.execute(
+                select(*columns).where(UsageRow.day == self._day)
             ):
-                self._key_today[key_id] = int(requests)
-                self._tenant_today[tenant_id] = self._tenant_today.get(tenant_id, 0) + int(requests)
+                self._requests.add(key_id, tenant_id, int(requests))
+                self._tokens.add(key_id, tenant_id, int(tokens))

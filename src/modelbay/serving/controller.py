@@ -63,6 +63,21 @@ class Deployment:
         return self.primary or self.canary
 
 
+def replica_options(record: VersionRecord, config: DeploymentConfig) -> dict[str, Any]:
+    """What a replica is started with beyond its version: threads, and for an LLM its
+    engine's size (sequences at once, KV cache, context). A change here needs new
+    replicas; other config changes apply in place."""
+    options: dict[str, Any] = {"threads": config.threads_per_replica}
+    if record.format == "llm":
+        options.update(
+            max_num_seqs=config.max_batch_size,
+            kv_cache_mb=config.kv_cache_mb,
+            max_model_len=config.max_model_len,
+            dtype=config.dtype,
+        )
+    return options
+
+
 class DeploymentController:
     """Keeps running version servers in line with the deployment rows."""
 
@@ -118,11 +133,7 @@ class DeploymentController:
         key = (record.model, record.version)
         server = self.implicit_servers.get(key)
         if server is None or server.closing:
-            config = self.implicit_config
-            spec = ReplicaSpec(record, self.blob_dir, config.threads_per_replica, self.keyring)
-            name = f"{record.model} (implicit)"
-            pool = ReplicaPool(name, spec, self.factory, self.metrics, self.budget)
-            server = VersionServer(record, config, pool, self.metrics)
+            server = self._server(f"{record.model} (implicit)", record, self.implicit_config)
             server.start()
             self.implicit_servers[key] = server
         return server
@@ -241,14 +252,14 @@ class DeploymentController:
         same_replicas = (
             current is not None
             and current.version == want.version
-            and current.config.threads_per_replica == config.threads_per_replica
+            and replica_options(current.record, current.config) == replica_options(want, config)
         )
         if current is not None and same_replicas:
             current.reconfigure(config)
             return current
         if want.version in deployment.rolling:
             return current
-        server = self._server(deployment.record, want)
+        server = self._server(deployment.record.name, want, config)
         if current is None:
             server.start()
             return server
@@ -279,10 +290,16 @@ class DeploymentController:
         finally:
             deployment.rolling.pop(new.version, None)
 
-    def _server(self, row: DeploymentRecord, record: VersionRecord) -> VersionServer:
-        spec = ReplicaSpec(record, self.blob_dir, row.config.threads_per_replica, self.keyring)
-        pool = ReplicaPool(row.name, spec, self.factory, self.metrics, self.budget)
-        return VersionServer(record, row.config, pool, self.metrics)
+    def _server(self, name: str, record: VersionRecord, config: DeploymentConfig) -> VersionServer:
+        spec = ReplicaSpec(
+            record,
+            self.blob_dir,
+            config.threads_per_replica,
+            self.keyring,
+            options=replica_options(record, config),
+        )
+        pool = ReplicaPool(name, spec, self.factory, self.metrics, self.budget)
+        return VersionServer(record, config, pool, self.metrics)
 
     async def _resolve(self, model: str, target: str) -> VersionRecord:
         return await asyncio.to_thread(self.registry.get_version, model, target)

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from modelbay.errors import ClientDisconnected, ModelbayError, ModelNotReady
+from modelbay.errors import ClientDisconnected, InvalidRequest, ModelbayError, ModelNotReady
 from modelbay.registry import LATEST, VersionRecord
 from modelbay.runtimes import PLATFORMS
 from modelbay.serving.metrics import ServingMetrics
@@ -165,6 +166,81 @@ class InferenceService:
             child = self._histograms[key] = self.metrics.request_seconds.labels(name, version)
         return child
 
+    async def llm(self, name: str, ref: str | int | None) -> VersionServer:
+        """The version server of an LLM reference (400 if the model is not one)."""
+        server = await self.target(name, ref)
+        if server.record.format != "llm":
+            raise InvalidRequest(
+                f"model '{name}' is not a language model (its format is "
+                f"{server.record.format}); call it with V2 inference",
+                param="model",
+            )
+        return server
+
+    async def generate(
+        self, server: VersionServer, request: dict[str, Any]
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        """An LLM request's event data, with its metrics: time to first token, time per
+        token between events, tokens, and the engine's state as its replica reports it."""
+        labels = (server.record.model, str(server.version))
+        started = last = time.perf_counter()
+        status = 500
+        first = True
+        try:
+            async for event in server.generate(request):
+                now = time.perf_counter()
+                data = event.data
+                produced = sum(len(c["token_ids"]) for c in data["choices"])
+                if first:
+                    self.metrics.llm_ttft_seconds.labels(*labels).observe(now - started)
+                    prompt = data.get("prompt_tokens", 0)
+                    self.metrics.llm_tokens.labels(*labels, "prompt").inc(prompt)
+                    first = False
+                elif produced:
+                    gap = (now - last) / produced
+                    self.metrics.llm_inter_token_seconds.labels(*labels).observe(gap)
+                last = now
+                self.metrics.llm_tokens.labels(*labels, "completion").inc(produced)
+                self._engine_state(labels, data.get("engine"))
+                yield data
+            status = 200
+        except ModelbayError as exc:
+            status = exc.status
+            raise
+        except (asyncio.CancelledError, GeneratorExit):
+            status = ClientDisconnected.status
+            raise
+        finally:
+            self._series(*labels, status).inc()
+            if status == 200:
+                self._latency(*labels).observe(time.perf_counter() - started)
+
+    def _engine_state(self, labels: tuple[str, str], engine: dict[str, int] | None) -> None:
+        if not engine:
+            return
+        m = self.metrics
+        m.llm_sequences.labels(*labels, "running").set(engine["running"])
+        m.llm_sequences.labels(*labels, "waiting").set(engine["waiting"])
+        m.llm_kv_blocks.labels(*labels, "used").set(engine["blocks_used"])
+        m.llm_kv_blocks.labels(*labels, "free").set(engine["blocks_free"])
+        m.llm_preemptions.labels(*labels).set(engine["preemptions"])
+
+    async def embed(
+        self, name: str, ref: str | int | None, texts: list[str]
+    ) -> tuple[int, np.ndarray, int]:
+        """Embeddings of ``texts`` by a sentence-embedding model: (version, vectors [n, d],
+        tokens read)."""
+        server = await self.target(name, ref)
+        if server.record.format != "sentence_transformers":
+            raise InvalidRequest(
+                f"model '{name}' is not an embedding model (its format is {server.record.format})",
+                param="model",
+            )
+        result = await self.infer(
+            name, server.version, {"text": np.array([t.encode() for t in texts], dtype=object)}
+        )
+        return result.version, result.outputs["embedding"], int(result.outputs["tokens"].sum())
+
     async def _infer(
         self,
         name: str,
@@ -173,6 +249,12 @@ class InferenceService:
         outputs: list[str] | None,
     ) -> InferResult:
         server = await self.target(name, ref)
+        if server.record.format == "llm":
+            raise InvalidRequest(
+                f"model '{name}' is a language model: call it with POST /v1/chat/completions "
+                "or /v1/completions",
+                param="model",
+            )
         signature = server.signature
         inputs = signature.check_inputs(inputs, batched=server.batchable)
         if outputs:

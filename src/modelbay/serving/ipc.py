@@ -15,6 +15,9 @@ import numpy as np
 import orjson
 
 from modelbay.serving.messages import (
+    AbortTask,
+    GenerateEvent,
+    GenerateTask,
     InferDone,
     InferTask,
     Message,
@@ -50,7 +53,14 @@ def encode(message: Message) -> list[bytes | memoryview]:
             "status": message.status,
             "message": message.message,
             "type": message.type,
+            "param": message.param,
         }
+    elif isinstance(message, GenerateTask):
+        header = {"kind": "generate", "id": message.id, "request": message.request}
+    elif isinstance(message, GenerateEvent):
+        header = {"kind": "event", "id": message.id, "data": message.data, "final": message.final}
+    elif isinstance(message, AbortTask):
+        header = {"kind": "abort", "id": message.id}
     elif isinstance(message, ReplicaReady):
         header = {
             "kind": "ready",
@@ -74,7 +84,15 @@ def decode(header_bytes: bytes, payload: bytes | bytearray | memoryview) -> Mess
     if kind == "done":
         return InferDone(header["id"], _arrays(header["tensors"], payload), header["compute_s"])
     if kind == "failed":
-        return TaskFailed(header["id"], header["status"], header["message"], header["type"])
+        return TaskFailed(
+            header["id"], header["status"], header["message"], header["type"], header.get("param")
+        )
+    if kind == "event":
+        return GenerateEvent(header["id"], header["data"], header["final"])
+    if kind == "generate":
+        return GenerateTask(header["id"], header["request"])
+    if kind == "abort":
+        return AbortTask(header["id"])
     if kind == "ready":
         return ReplicaReady(header["pid"], header["load_s"], header["signature"])
     if kind == "shutdown":

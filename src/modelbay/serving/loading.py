@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from modelbay.errors import ArtifactCorrupted, ModelbayError, ModelNotReady
 from modelbay.registry import VersionRecord
@@ -12,7 +13,13 @@ from modelbay.runtimes import Runtime, load_runtime
 from modelbay.store.base import ArtifactStore
 
 
-def load_version(store: ArtifactStore, record: VersionRecord, *, threads: int) -> Runtime:
+def load_version(
+    store: ArtifactStore,
+    record: VersionRecord,
+    *,
+    threads: int,
+    options: dict[str, Any] | None = None,
+) -> Runtime:
     """Materialize the version's files (verifying each digest) and load them."""
     workdir = Path(tempfile.mkdtemp(prefix="modelbay-load-"))
     try:
@@ -24,7 +31,12 @@ def load_version(store: ArtifactStore, record: VersionRecord, *, threads: int) -
             except ArtifactCorrupted as exc:
                 raise ArtifactCorrupted(f"file '{entry.path}': {exc}") from None
         return load_runtime(
-            record.format, workdir, record.entrypoint, record.signature, threads=threads
+            record.format,
+            workdir,
+            record.entrypoint,
+            record.signature,
+            threads=threads,
+            options=options or {},
         )
     except ModelbayError as exc:
         prefix = f"model '{record.model}' version {record.version} cannot be loaded: "

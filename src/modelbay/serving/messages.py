@@ -29,6 +29,8 @@ class ReplicaSpec:
     keyring: Keyring | None = field(default=None, repr=False)
     listen: str | None = None
     """A Unix socket path where the replica also takes tasks from other frontends."""
+    options: dict[str, Any] = field(default_factory=dict)
+    """Runtime options from the deployment (an LLM engine's sequences and cache size)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -37,6 +39,7 @@ class ReplicaSpec:
             "threads": self.threads,
             "keys": self.keyring.encoded() if self.keyring is not None else None,
             "listen": self.listen,
+            "options": self.options,
         }
 
     @classmethod
@@ -48,6 +51,7 @@ class ReplicaSpec:
             data["threads"],
             Keyring.decode(keys) if keys else None,
             data.get("listen"),
+            data.get("options") or {},
         )
 
 
@@ -71,12 +75,41 @@ class InferDone:
 
 @dataclass
 class TaskFailed:
-    """Replica -> frontend: task ``id`` (or loading, id -1) failed; ``status`` as in HTTP."""
+    """Replica -> frontend: task ``id`` (or loading, id -1) failed; ``status`` as in HTTP,
+    ``param`` the request field at fault, if one is."""
 
     id: int
     status: int
     message: str
     type: str
+    param: str | None = None
+
+
+@dataclass
+class GenerateTask:
+    """Frontend -> LLM replica: start generating for ``request`` (``protocols.openai``'s
+    engine request: messages or prompt, and sampling parameters); events stream back."""
+
+    id: int
+    request: dict[str, Any]
+
+
+@dataclass
+class GenerateEvent:
+    """LLM replica -> frontend: what task ``id`` generated in one engine step (the text
+    and tokens of each choice since the last event); ``final`` on its last event, with
+    the usage."""
+
+    id: int
+    data: dict[str, Any]
+    final: bool = False
+
+
+@dataclass
+class AbortTask:
+    """Frontend -> LLM replica: the client of task ``id`` went away; free its sequences."""
+
+    id: int
 
 
 @dataclass
@@ -93,4 +126,13 @@ class Shutdown:
     """Frontend -> replica: finish and exit."""
 
 
-Message = InferTask | InferDone | TaskFailed | ReplicaReady | Shutdown
+Message = (
+    InferTask
+    | InferDone
+    | TaskFailed
+    | ReplicaReady
+    | Shutdown
+    | GenerateTask
+    | GenerateEvent
+    | AbortTask
+)

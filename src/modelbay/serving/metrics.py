@@ -58,6 +58,7 @@ _LATENCY_BUCKETS = (
     30.0,
 )
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+_TOKEN_LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5, 10, 30)
 
 
 class ServingMetrics:
@@ -138,4 +139,46 @@ class ServingMetrics:
             "Replicas killed for running a batch past the request timeout",
             labels,
             registry=self.registry,
+        )
+        llm = ["model", "version"]
+        self.llm_ttft_seconds = Histogram(
+            "modelbay_llm_time_to_first_token_seconds",
+            "LLM requests: time from arrival to the first generated token",
+            llm,
+            buckets=_TOKEN_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.llm_inter_token_seconds = Histogram(
+            "modelbay_llm_inter_token_seconds",
+            "LLM streams: time between two events of a choice, per token",
+            llm,
+            buckets=_TOKEN_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.llm_tokens = Counter(
+            "modelbay_llm_tokens",
+            "LLM tokens by kind (prompt, completion); rate() gives tokens/s",
+            [*llm, "kind"],
+            registry=self.registry,
+        )
+        self.llm_sequences = Gauge(
+            "modelbay_llm_sequences",
+            "Sequences in the engine by state (running, waiting), as last reported",
+            [*llm, "state"],
+            registry=self.registry,
+            multiprocess_mode="livemostrecent",
+        )
+        self.llm_kv_blocks = Gauge(
+            "modelbay_llm_kv_blocks",
+            "Paged KV cache blocks by state (used, free), as last reported",
+            [*llm, "state"],
+            registry=self.registry,
+            multiprocess_mode="livemostrecent",
+        )
+        self.llm_preemptions = Gauge(
+            "modelbay_llm_preemptions",
+            "Sequences preempted (to be recomputed) since the replica started",
+            llm,
+            registry=self.registry,
+            multiprocess_mode="livemostrecent",
         )

@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncGenerator, Callable, Coroutine
 from typing import Any
 
 import numpy as np
 
-from modelbay.errors import ModelbayError, ModelNotReady
-from modelbay.serving.messages import ReplicaSpec
+from modelbay.errors import DeadlineExceeded, ModelbayError, ModelNotReady
+from modelbay.serving.messages import GenerateEvent, ReplicaSpec
 from modelbay.serving.metrics import ServingMetrics
 from modelbay.serving.replica import Replica, ReplicaDied
 
@@ -169,6 +169,76 @@ class ReplicaPool:
             f"could run the request{reason}",
             retry_after=1.0,
         )
+
+    async def generate(
+        self, request: dict[str, Any], timeout: float
+    ) -> AsyncGenerator[GenerateEvent, None]:
+        """Stream an LLM request from the least-busy replica (each runs many at once).
+
+        Retried once elsewhere if its replica dies before the first event. A request that
+        gets no event for ``timeout`` seconds while its replica steps other requests waited
+        too long for a place (504); a replica that sends nothing at all for that long is
+        wedged: it is killed and replaced, and its requests answered 503.
+        """
+        for attempt in range(2):
+            replica = min(self.ready, key=lambda r: r.inflight) if self.ready else None
+            if replica is None:
+                if not await self.wait_ready(timeout):
+                    break
+                replica = min(self.ready, key=lambda r: r.inflight)
+            events = replica.generate(request)
+            started = False
+            try:
+                while True:
+                    event = await self._next_event(replica, events, timeout, started)
+                    if event is None:
+                        return
+                    started = True
+                    yield event
+                    if event.final:
+                        return
+            except ReplicaDied:
+                if started:
+                    raise ModelNotReady(
+                        f"replica {replica.name} exited while generating", retry_after=1.0
+                    ) from None
+                log.warning("replica %s died before answering (attempt %d)", replica.name, attempt)
+            finally:
+                await events.aclose()
+        reason = f": {self.last_error.message}" if self.last_error else ""
+        raise ModelNotReady(
+            f"no replica of '{self.spec.record.model}' version {self.spec.record.version} "
+            f"could run the request{reason}",
+            retry_after=1.0,
+        )
+
+    async def _next_event(
+        self,
+        replica: Replica,
+        events: AsyncGenerator[GenerateEvent, None],
+        timeout: float,
+        started: bool,
+    ) -> GenerateEvent | None:
+        while True:
+            try:
+                async with asyncio.timeout(timeout):
+                    return await anext(events)
+            except StopAsyncIteration:
+                return None
+            except TimeoutError:
+                if time.monotonic() - replica.last_event_at > timeout:
+                    await self._kill_wedged(replica, timeout)
+                    raise ModelNotReady(
+                        f"replica {replica.name} sent nothing within the request timeout "
+                        f"({timeout:g} s); it was stopped and is being replaced",
+                        retry_after=1.0,
+                    ) from None
+                if not started:
+                    raise DeadlineExceeded(
+                        f"the request waited past its {timeout:g} s timeout for a place in "
+                        "the running batch",
+                        retry_after=1.0,
+                    ) from None
 
     async def close(self) -> None:
         """Stop every replica after its in-flight work (drain)."""

@@ -16,11 +16,12 @@ import logging
 import os
 import signal
 import socket
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -28,6 +29,9 @@ from modelbay.errors import ModelbayError, ModelNotReady
 from modelbay.runtimes import Runtime
 from modelbay.serving import ipc
 from modelbay.serving.messages import (
+    AbortTask,
+    GenerateEvent,
+    GenerateTask,
     InferDone,
     InferTask,
     Message,
@@ -56,6 +60,8 @@ class Replica(Protocol):
     inflight: int
     load_s: float
     pid: int | None
+    last_event_at: float
+    """When the replica last sent anything (``time.monotonic``): it is alive and working."""
 
     @property
     def alive(self) -> bool: ...
@@ -67,6 +73,11 @@ class Replica(Protocol):
         self, inputs: dict[str, np.ndarray], outputs: list[str] | None
     ) -> tuple[dict[str, np.ndarray], float]:
         """Outputs and compute seconds; raises ``ReplicaDied`` if the replica is gone."""
+        ...
+
+    def generate(self, request: dict[str, Any]) -> AsyncGenerator[GenerateEvent, None]:
+        """An LLM replica's events for ``request`` until its final one; leaving the
+        iteration early aborts the request. Raises ``ReplicaDied`` if the replica goes."""
         ...
 
     async def stop(self) -> None:
@@ -97,10 +108,12 @@ class ProcessReplica:
         self.inflight = 0
         self.load_s = 0.0
         self.pid: int | None = None
+        self.last_event_at = time.monotonic()
         self._on_exit = on_exit
         self._writer: asyncio.StreamWriter | None = None
         self._reader_task: asyncio.Task[None] | None = None
         self._pending: dict[int, asyncio.Future[tuple[dict[str, np.ndarray], float]]] = {}
+        self._streams: dict[int, _EventStream] = {}
         self._task_ids = itertools.count()
         self._alive = False
         self._stopping = False
@@ -161,10 +174,33 @@ class ProcessReplica:
             self.inflight -= 1
             self._pending.pop(task_id, None)
 
+    async def generate(self, request: dict[str, Any]) -> AsyncGenerator[GenerateEvent, None]:
+        if not self._alive or self._writer is None:
+            raise ReplicaDied(self.name)
+        task_id = next(self._task_ids)
+        stream = _EventStream()
+        self._streams[task_id] = stream
+        self.inflight += 1
+        try:
+            try:
+                self._writer.writelines(ipc.encode(GenerateTask(task_id, request)))
+                await self._writer.drain()
+            except (ConnectionError, RuntimeError) as exc:
+                raise ReplicaDied(f"{self.name}: {exc}") from None
+            async for event in stream.events():
+                yield event
+        finally:
+            self.inflight -= 1
+            self._streams.pop(task_id, None)
+            if not stream.done and self._alive and self._writer is not None:
+                # The client left (or its deadline passed): free its sequences now.
+                with contextlib.suppress(ConnectionError, RuntimeError):
+                    self._writer.writelines(ipc.encode(AbortTask(task_id)))
+
     async def stop(self) -> None:
         self._stopping = True
         deadline = time.monotonic() + STOP_TIMEOUT_S
-        while self._pending and time.monotonic() < deadline:
+        while (self._pending or self._streams) and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         if self._writer is not None and self._alive:
             with contextlib.suppress(ConnectionError, RuntimeError):
@@ -185,13 +221,19 @@ class ProcessReplica:
         try:
             while True:
                 message = await _read(reader)
+                self.last_event_at = time.monotonic()
+                stream = self._streams.get(getattr(message, "id", -1))
+                if stream is not None:
+                    if isinstance(message, GenerateEvent | TaskFailed):
+                        stream.queue.put_nowait(message)
+                    continue
                 future = self._pending.get(getattr(message, "id", -1))
                 if future is None or future.done():
                     continue
                 if isinstance(message, InferDone):
                     future.set_result((message.outputs, message.compute_s))
                 elif isinstance(message, TaskFailed):
-                    future.set_exception(ModelbayError(message.message, status=message.status))
+                    future.set_exception(_error(message))
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:
@@ -199,6 +241,8 @@ class ProcessReplica:
             for future in self._pending.values():
                 if not future.done():
                     future.set_exception(ReplicaDied(f"replica {self.name} exited"))
+            for stream in self._streams.values():
+                stream.queue.put_nowait(ReplicaDied(f"replica {self.name} exited"))
             if self._writer is not None:
                 self._writer.close()
             if not self._stopping:
@@ -262,9 +306,12 @@ class InProcessReplica:
         self.inflight = 0
         self.load_s = 0.0
         self.pid: int | None = os.getpid()
+        self.last_event_at = time.monotonic()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=self.name)
         self._runtime: Runtime | None = None
         self._on_exit = on_exit
+        self._generation: Any = None  # a GenerationLoop on its own thread, for an LLM
+        self._task_ids = itertools.count()
 
     @property
     def alive(self) -> bool:
@@ -279,9 +326,37 @@ class InProcessReplica:
         loop = asyncio.get_running_loop()
         self._runtime = await loop.run_in_executor(
             self._executor,
-            lambda: load_version(store, self.spec.record, threads=self.spec.threads),
+            lambda: load_version(
+                store, self.spec.record, threads=self.spec.threads, options=self.spec.options
+            ),
         )
         self.load_s = time.perf_counter() - started
+        if self._runtime.format == "llm":
+            from modelbay.serving.generation import GenerationLoop
+
+            self._generation = GenerationLoop(self._runtime)
+            threading.Thread(target=self._generation.run, name=self.name, daemon=True).start()
+
+    async def generate(self, request: dict[str, Any]) -> AsyncGenerator[GenerateEvent, None]:
+        if self._generation is None:
+            raise ReplicaDied(self.name)
+        loop = asyncio.get_running_loop()
+        stream = _EventStream()
+        task_id = next(self._task_ids)
+
+        def emit(message: GenerateEvent | TaskFailed) -> None:  # on the engine's thread
+            self.last_event_at = time.monotonic()
+            loop.call_soon_threadsafe(stream.queue.put_nowait, message)
+
+        self._generation.submit("local", task_id, request, emit)
+        self.inflight += 1
+        try:
+            async for event in stream.events():
+                yield event
+        finally:
+            self.inflight -= 1
+            if not stream.done:
+                self._generation.abort("local", task_id)
 
     async def infer(
         self, inputs: dict[str, np.ndarray], outputs: list[str] | None
@@ -305,14 +380,44 @@ class InProcessReplica:
 
     async def stop(self) -> None:
         self._runtime = None
+        if self._generation is not None:
+            self._generation.stop()
         self._executor.shutdown(wait=True)
 
     async def kill(self) -> None:
         # A thread cannot be killed: it is abandoned to finish on its own.
         self._runtime = None
+        if self._generation is not None:
+            self._generation.stop()
         self._executor.shutdown(wait=False, cancel_futures=True)
         if self._on_exit is not None:
             self._on_exit(self)
+
+
+class _EventStream:
+    """One LLM request's events as the replica's reader (or engine thread) queues them."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[GenerateEvent | TaskFailed | BaseException] = asyncio.Queue()
+        self.done = False
+        """The final event came, or the request failed: nothing to abort."""
+
+    async def events(self) -> AsyncGenerator[GenerateEvent, None]:
+        """Events until the final one; the failure that ends the request is raised."""
+        while not self.done:
+            item = await self.queue.get()
+            if isinstance(item, TaskFailed):
+                item = _error(item)
+            if isinstance(item, BaseException):
+                self.done = True
+                raise item
+            self.done = item.final
+            yield item
+
+
+def _error(failed: TaskFailed) -> ModelbayError:
+    code = failed.type if failed.type.islower() else None  # a reason code, not a class name
+    return ModelbayError(failed.message, status=failed.status, param=failed.param, code=code)
 
 
 async def _read(reader: asyncio.StreamReader) -> Message:

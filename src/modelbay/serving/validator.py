@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from modelbay.errors import InvalidArtifact, ModelbayError
+from modelbay.runtimes.base import Checked
 from modelbay.tensors import Signature
 
 VALIDATE_TIMEOUT_S = 300.0
@@ -40,7 +41,7 @@ class WorkerValidator:
         signature: Signature | None,
         *,
         threads: int,
-    ) -> Signature:
+    ) -> Checked:
         from modelbay.serving.zygote import recv_json, send_json
 
         job = {
@@ -78,7 +79,7 @@ class WorkerValidator:
 
 def validate_here(
     format: str, model_dir: Path, entrypoint: str, signature: Signature | None, *, threads: int
-) -> Signature:
+) -> Checked:
     """The same check in this process (``MODELBAY_REPLICA_MODE=inprocess``: debugging)."""
     return _signature_of(
         answer(
@@ -94,22 +95,19 @@ def validate_here(
 
 
 def answer(job: dict[str, Any]) -> dict[str, Any]:
-    """Load the model a job names: ``{"signature": ...}`` or ``{"error": ...}``."""
-    from modelbay.runtimes import load_runtime
+    """Check the model a job names: ``{"signature": ..., "metadata": ...}`` or
+    ``{"error": ...}``."""
+    from modelbay.runtimes import runtime_class
 
     given = job["signature"]
     try:
-        runtime = load_runtime(
-            job["format"],
+        checked = runtime_class(job["format"]).check(
             Path(job["dir"]),
             job["entrypoint"],
             Signature.model_validate(given) if given is not None else None,
             threads=job["threads"],
         )
-        try:
-            return {"signature": runtime.signature.model_dump()}
-        finally:
-            runtime.unload()
+        return {"signature": checked.signature.model_dump(), "metadata": checked.metadata}
     except ModelbayError as exc:
         return {"error": {"status": exc.status, "message": exc.message, "param": exc.param}}
     except Exception as exc:  # a runtime bug: logged here, never shown to the client
@@ -119,8 +117,8 @@ def answer(job: dict[str, Any]) -> dict[str, Any]:
         }
 
 
-def _signature_of(result: dict[str, Any]) -> Signature:
+def _signature_of(result: dict[str, Any]) -> Checked:
     if "error" in result:
         error = result["error"]
         raise ModelbayError(error["message"], status=error["status"], param=error["param"])
-    return Signature.model_validate(result["signature"])
+    return Checked(Signature.model_validate(result["signature"]), result.get("metadata") or {})

@@ -10,6 +10,8 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import AsyncGenerator
+from typing import Any
 
 import numpy as np
 
@@ -17,6 +19,7 @@ from modelbay.errors import DeadlineExceeded, ModelbayError, ModelNotReady, Over
 from modelbay.registry import DeploymentConfig, VersionRecord
 from modelbay.serving.autoscaler import Autoscaler, LoadSample, ScalingPolicy
 from modelbay.serving.batcher import Batch, Batcher, Pending, QueueFull
+from modelbay.serving.messages import GenerateEvent
 from modelbay.serving.metrics import ServingMetrics
 from modelbay.serving.pool import ReplicaPool
 from modelbay.tensors import Signature
@@ -138,6 +141,31 @@ class VersionServer:
             self.batcher.cancel(future)  # the client went away: never run it
             self._queue_depth.set(len(self.batcher))
             raise
+
+    async def generate(self, request: dict[str, Any]) -> AsyncGenerator[GenerateEvent, None]:
+        """Stream an LLM request's events. The engine in each replica batches continuously,
+        so requests skip the batcher; at most ``queue_capacity`` run here at once (429
+        beyond), and the autoscaler sees them as in flight."""
+        if self.closing:
+            raise ModelNotReady(f"version {self.version} is being replaced", retry_after=1.0)
+        if self.running_requests >= self.config.queue_capacity:
+            raise Overloaded(
+                f"model '{self.record.model}' is overloaded: {self.running_requests} requests "
+                f"are generating (queue_capacity {self.config.queue_capacity})",
+                retry_after=1.0,
+            )
+        now = time.monotonic()
+        self.running_requests += 1
+        self.last_request_at = now
+        if self.pool.size == 0:
+            self._autoscale(now)  # cold start from zero: do not wait for the next tick
+        try:
+            timeout = self.config.request_timeout_ms / 1000
+            async for event in self.pool.generate(request, timeout):
+                yield event
+        finally:
+            self.running_requests -= 1
+            self._wake.set()
 
     def _batch_size(self, config: DeploymentConfig) -> int:
         return config.max_batch_size if self.batchable else 1

@@ -11,12 +11,14 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import gc
+import itertools
 import logging
 import os
 import selectors
 import signal
 import socket
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -25,6 +27,8 @@ from modelbay.errors import ModelbayError
 from modelbay.runtimes import Runtime
 from modelbay.serving import ipc
 from modelbay.serving.messages import (
+    AbortTask,
+    GenerateTask,
     InferDone,
     InferTask,
     Message,
@@ -56,7 +60,7 @@ def serve(sock: socket.socket, spec: ReplicaSpec) -> None:
     started = time.perf_counter()
     try:
         store = make_store(Path(spec.blob_dir), spec.keyring)
-        runtime = load_version(store, spec.record, threads=spec.threads)
+        runtime = load_version(store, spec.record, threads=spec.threads, options=spec.options)
     except ModelbayError as exc:
         _send(sock, TaskFailed(-1, exc.status, exc.message, type(exc).__name__))
         return
@@ -70,7 +74,10 @@ def serve(sock: socket.socket, spec: ReplicaSpec) -> None:
     gc.freeze()  # the framework and the model stay: full collections skip them (see api/app.py)
     _send(sock, ready)
     try:
-        _answer(runtime, sock, listener)
+        if runtime.format == "llm":
+            _generate(runtime, sock, listener)
+        else:
+            _answer(runtime, sock, listener)
     finally:
         if listener is not None:
             listener.close()
@@ -111,6 +118,56 @@ def _answer(runtime: Runtime, owner: socket.socket, listener: socket.socket | No
                 elif isinstance(message, InferTask):
                     with contextlib.suppress(OSError):  # that frontend went away
                         _send(conn, _run(runtime, message))
+
+
+def _generate(runtime: Runtime, owner: socket.socket, listener: socket.socket | None) -> None:
+    """An LLM replica: one thread reads each connection, the engine steps on this one."""
+    from modelbay.serving.generation import GenerationLoop
+
+    loop = GenerationLoop(runtime)
+
+    def read(conn: socket.socket, name: str) -> None:
+        lock = threading.Lock()
+
+        def emit(message: Message) -> None:
+            with lock:
+                _send(conn, message)
+
+        try:
+            while True:
+                try:
+                    message = _receive(conn)
+                except OSError:
+                    message = None
+                if message is None or isinstance(message, Shutdown):
+                    break
+                if isinstance(message, GenerateTask):
+                    loop.submit(name, message.id, message.request, emit)
+                elif isinstance(message, AbortTask):
+                    loop.abort(name, message.id)
+                elif isinstance(message, InferTask):
+                    with contextlib.suppress(OSError):
+                        emit(_run(runtime, message))
+        finally:
+            if conn is owner:
+                loop.stop()
+            else:
+                loop.drop(name)
+                conn.close()
+
+    def accept() -> None:
+        assert listener is not None
+        for number in itertools.count(1):
+            try:
+                peer, _ = listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=read, args=(peer, f"peer{number}"), daemon=True).start()
+
+    threading.Thread(target=read, args=(owner, "owner"), daemon=True).start()
+    if listener is not None:
+        threading.Thread(target=accept, daemon=True).start()
+    loop.run()
 
 
 def _run(runtime: Runtime, task: InferTask) -> Message:

@@ -40,6 +40,8 @@ PRELOAD = (
     "modelbay.runtimes.sklearn",
     "modelbay.runtimes.torchscript",
     "modelbay.runtimes.torch_export",
+    "modelbay.runtimes.sentence_transformers",
+    "modelbay.runtimes.llm",
 )
 """Runtime modules imported once by the zygote (each with its framework) when installed."""
 

@@ -82,6 +82,16 @@ def test_create_tenant_leaves_unlimited_limits_out() -> None:
     assert server.body() == {"name": "acme", "daily_quota": 1000}
 
 
+def test_token_limits_are_sent_when_given() -> None:
+    server = Recorder({"name": "acme"}, status=201)
+    server.client().create_tenant("acme", tokens_per_minute=1000, tokens_per_day=10**6)
+    assert server.body() == {"name": "acme", "tokens_per_minute": 1000, "tokens_per_day": 10**6}
+    server.client().create_key("chat", "consumer", tokens_per_day=500)
+    assert server.body() == {"name": "chat", "role": "consumer", "tokens_per_day": 500}
+    server.client().update_tenant("acme", tokens_per_minute=None)
+    assert server.body() == {"tokens_per_minute": None}
+
+
 def test_usage_sends_days_as_iso_dates_and_only_the_filters_given() -> None:
     row = {"day": "2025-01-02", "tenant": "acme", "key_id": "k", "requests": 3}
     server = Recorder({"usage": [row]})

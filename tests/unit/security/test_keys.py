@@ -123,6 +123,23 @@ def test_tenant_names_are_unique_and_checked(keys: KeyStore) -> None:
         keys.create_key(tenant="nobody", role=Role.VIEWER, name="x")
 
 
+def test_token_limits_reach_records_and_principals_and_can_be_removed(keys: KeyStore) -> None:
+    tenant = keys.create_tenant("llm-team", tokens_per_minute=5000, tokens_per_day=10**9)
+    assert (tenant.tokens_per_minute, tenant.tokens_per_day) == (5000, 10**9)
+    record, secret = keys.create_key(
+        tenant="llm-team", role=Role.CONSUMER, name="chat", tokens_per_minute=100
+    )
+    assert (record.tokens_per_minute, record.tokens_per_day) == (100, None)
+    keys.update_tenant("llm-team", tokens_per_day=None)
+    stored = keys.lookup(secret)
+    assert stored is not None
+    p = stored.principal
+    assert (p.tokens_per_minute, p.tokens_per_day) == (100, None)
+    assert (p.tenant_tokens_per_minute, p.tenant_tokens_per_day) == (5000, None)
+    cleared = keys.clear_key_limits(record.key_id)
+    assert (cleared.tokens_per_minute, cleared.tokens_per_day) == (None, None)
+
+
 def test_first_start_creates_one_admin_key_in_a_private_file(
     keys: KeyStore, tmp_path: Path
 ) -> None:
