@@ -15,15 +15,15 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from typing import Any, TypeVar
 
 import numpy as np
-import orjson
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.openapi.constants import REF_PREFIX
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel
 
+from modelbay.api import openai_streams as streams
 from modelbay.api.auth import PrincipalDep, caller_of
 from modelbay.api.context import AppContext, ContextDep
-from modelbay.errors import ClientDisconnected, InvalidRequest, ModelbayError
+from modelbay.errors import ClientDisconnected, InvalidRequest
 from modelbay.protocols import openai as oai
 from modelbay.protocols.openai_types import (
     ChatCompletionRequest,
@@ -106,7 +106,6 @@ def document_openai_errors(app: FastAPI) -> None:
 
 _INFER = Rule(Scope.INFER, resource="model")
 _READ = Rule(Scope.READ, resource="model")
-_SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 T = TypeVar("T")
 
 
@@ -153,8 +152,8 @@ async def chat_completions(
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         first = await anext(events)  # errors before the first token keep their status
-        chunks = _chat_chunks(rid, body.model, created, first, events, names, include_usage)
-        return _sse(chunks)
+        chunks = streams.chat_chunks(rid, body.model, created, first, events, names, include_usage)
+        return streams.sse(chunks)
     collected = oai.Collected(body.n or 1)
     await _until_disconnect(request, _collect(events, collected))
     return JSONResponse(oai.chat_response(rid, body.model, created, collected, names))
@@ -174,21 +173,22 @@ async def completions(
     n = body.n or 1
     rid, created = oai.new_id("cmpl"), oai.now()
     echoes = [r["prompt"] if body.echo and isinstance(r["prompt"], str) else "" for r in requests]
-    streams = [
+    prompt_streams = [
         _metered(ctx, principal, ctx.inference.generate(server, r), offset=i * n)
         for i, r in enumerate(requests)
     ]
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        events = _merge(streams)
+        events = streams.merge(prompt_streams)
         first = await anext(events)
-        chunks = _completion_chunks(
+        chunks = streams.completion_chunks(
             rid, body.model, created, first, events, echoes, n, include_usage
         )
-        return _sse(chunks)
+        return streams.sse(chunks)
     results = [oai.Collected(n) for _ in requests]
     await _until_disconnect(
-        request, asyncio.gather(*(_collect(s, c) for s, c in zip(streams, results, strict=True)))
+        request,
+        asyncio.gather(*(_collect(s, c) for s, c in zip(prompt_streams, results, strict=True))),
     )
     choices = []
     for i, collected in enumerate(results):
@@ -312,147 +312,3 @@ async def _disconnected(request: Request) -> None:
         message = await request.receive()
         if message["type"] == "http.disconnect":
             return
-
-
-async def _merge(
-    streams: list[AsyncGenerator[dict[str, Any], None]],
-) -> AsyncIterator[dict[str, Any]]:
-    """The events of several streams as they come (one prompt each)."""
-    if len(streams) == 1:
-        async for data in streams[0]:
-            yield data
-        return
-    queue: asyncio.Queue[dict[str, Any] | BaseException | None] = asyncio.Queue()
-
-    async def pump(stream: AsyncIterator[dict[str, Any]]) -> None:
-        try:
-            async for data in stream:
-                await queue.put(data)
-            await queue.put(None)
-        except BaseException as exc:
-            await queue.put(exc)
-            raise
-
-    tasks = [asyncio.create_task(pump(s)) for s in streams]
-    try:
-        for _ in range(len(tasks)):
-            while True:
-                item = await queue.get()
-                if item is None:
-                    break
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-
-def _sse(chunks: AsyncIterator[dict[str, Any]]) -> StreamingResponse:
-    async def frames() -> AsyncIterator[bytes]:
-        try:
-            async for chunk in chunks:
-                yield b"data: " + orjson.dumps(chunk) + b"\n\n"
-        except ModelbayError as exc:  # after the first token the status is sent: say it here
-            yield (
-                b"data: "
-                + orjson.dumps(oai.error_body(exc.status, exc.message, exc.param, exc.code))
-                + b"\n\n"
-            )
-        yield b"data: [DONE]\n\n"
-
-    return StreamingResponse(frames(), media_type="text/event-stream", headers=_SSE_HEADERS)
-
-
-async def _chained(
-    first: dict[str, Any], rest: AsyncIterator[dict[str, Any]]
-) -> AsyncIterator[dict[str, Any]]:
-    yield first
-    async for data in rest:
-        yield data
-
-
-async def _chat_chunks(
-    rid: str,
-    model: str,
-    created: int,
-    first: dict[str, Any],
-    rest: AsyncIterator[dict[str, Any]],
-    names: set[str],
-    include_usage: bool,
-) -> AsyncIterator[dict[str, Any]]:
-    started: set[int] = set()
-    held: dict[int, oai.ChoiceState] = {}  # with tools, text waits until it can be parsed
-    prompt = 0
-    completion: dict[str, int] = {}
-
-    async for data in _chained(first, rest):
-        prompt = data.get("prompt_tokens", prompt)
-        completion.update(data.get("completion_tokens", {}))
-        deltas = []
-        for part in data["choices"]:
-            index = part["index"]
-            delta: dict[str, Any] = {}
-            if index not in started:
-                started.add(index)
-                delta["role"] = "assistant"
-            if names:
-                state = held.setdefault(index, oai.ChoiceState())
-                state.text += part["text"]
-                reason = part["finish_reason"]
-                if reason is not None:
-                    state.finish_reason = reason
-                    message, reason = oai.message_of(state, names)
-                    if "tool_calls" in message:
-                        delta.update(oai.tool_call_delta_of(message))
-                    else:
-                        delta["content"] = message["content"]
-                elif not delta:
-                    continue
-            else:
-                delta["content"] = part["text"]
-                reason = part["finish_reason"]
-            deltas.append(oai.chat_delta(index, delta, reason, part.get("logprobs")))
-        if deltas:
-            yield oai.chat_chunk(rid, model, created, deltas, None, with_usage=include_usage)
-    if include_usage:
-        total = oai.usage(prompt, sum(completion.values()))
-        yield oai.chat_chunk(rid, model, created, [], total, with_usage=True)
-
-
-async def _completion_chunks(
-    rid: str,
-    model: str,
-    created: int,
-    first: dict[str, Any],
-    rest: AsyncIterator[dict[str, Any]],
-    echoes: list[str],
-    n: int,
-    include_usage: bool,
-) -> AsyncIterator[dict[str, Any]]:
-    started: set[int] = set()
-    prompts: dict[int, int] = {}
-    completion: dict[int, int] = {}
-
-    async for data in _chained(first, rest):
-        choices = []
-        for part in data["choices"]:
-            index = part["index"]
-            prompt_index = index // n
-            prompts[prompt_index] = data.get("prompt_tokens", 0)
-            text = part["text"]
-            if index not in started:
-                started.add(index)
-                text = echoes[prompt_index] + text
-            completion[index] = data.get("completion_tokens", {}).get(
-                str(index - prompt_index * n), completion.get(index, 0)
-            )
-            logprobs = (
-                oai.completion_logprobs(part["logprobs"], 0) if part.get("logprobs") else None
-            )
-            choices.append(oai.completion_choice(index, text, part["finish_reason"], logprobs))
-        yield oai.completion_body(rid, model, created, choices, None, with_usage=include_usage)
-    if include_usage:
-        total = oai.usage(sum(prompts.values()), sum(completion.values()))
-        yield oai.completion_body(rid, model, created, [], total, with_usage=True)
