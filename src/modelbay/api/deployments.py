@@ -38,6 +38,7 @@ class ConfigFields(BaseModel):
     kv_cache_mb: int | None = Field(default=None, ge=1, le=1_048_576)
     max_model_len: int | None = Field(default=None, ge=16, le=1_048_576)
     dtype: Literal["auto", "float32", "bfloat16"] | None = None
+    quantization: Literal["none", "int8"] | None = None
 
     def config_changes(self) -> dict[str, Any]:
         return self.model_dump(

@@ -70,6 +70,9 @@ def deploy(
         int | None, typer.Option(min=16, help="LLMs: prompt plus output, at most")
     ] = None,
     dtype: Annotated[str | None, typer.Option(help="LLMs: auto, float32 or bfloat16")] = None,
+    quantization: Annotated[
+        str | None, typer.Option(help="LLMs: none, or int8 (weight-only, per channel)")
+    ] = None,
     canary: Annotated[
         str | None,
         typer.Option(metavar="VERSION|ALIAS", help="A second version to send a share of traffic"),
@@ -100,6 +103,7 @@ def deploy(
         "kv_cache_mb": kv_cache_mb,
         "max_model_len": max_model_len,
         "dtype": dtype,
+        "quantization": quantization,
     }
     target = "latest" if ref.version is None else ref.version
     with connect(ctx) as client, _spinner(ref, enabled=not (no_wait or as_json)):

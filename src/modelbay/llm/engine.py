@@ -19,6 +19,7 @@ from modelbay.llm.config import LLMInfo
 from modelbay.llm.grammar import Grammars
 from modelbay.llm.model import LlamaForCausalLM
 from modelbay.llm.params import InvalidParameter, SamplingParams
+from modelbay.llm.quant import QUANTIZATIONS
 from modelbay.llm.runner import ModelRunner, blocks_for_budget
 from modelbay.llm.sampler import Sample, Sampler, SamplingState
 from modelbay.llm.scheduler import Scheduler, SchedulerConfig
@@ -46,6 +47,8 @@ class EngineConfig:
     """Prompt plus output, at most; default: the model's context, capped by the cache."""
     threads: int = 0
     """CPU threads for torch (0: leave torch's default)."""
+    quantization: str = "none"
+    """none, or int8: weight-only int8 per output channel (half bf16's bytes per token)."""
 
 
 class PromptTooLong(InvalidParameter):
@@ -162,7 +165,13 @@ class LLMEngine:
         dtype = _dtype(config.dtype, device)
         if config.threads > 0:
             torch.set_num_threads(config.threads)
+        if config.quantization not in QUANTIZATIONS:
+            raise ValueError(
+                f"unknown quantization {config.quantization!r}; one of {', '.join(QUANTIZATIONS)}"
+            )
         model, _, info = load_model(path, dtype=dtype, device=device)
+        if config.quantization == "int8":
+            model.quantize_int8()
         tokenizer = load_tokenizer(path)
         return cls(model, tokenizer, info, config, dtype=dtype, device=device)
 

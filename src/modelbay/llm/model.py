@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from modelbay.llm.attention import AttentionMetadata, KVCache, paged_attention
 from modelbay.llm.config import LlamaConfig
+from modelbay.llm.quant import Int8Linear, quantize_linears
 
 
 class RMSNorm(nn.Module):
@@ -137,7 +138,7 @@ class LlamaForCausalLM(nn.Module):
         self.embed = nn.Embedding(config.vocab_size, config.hidden_size)
         self.layers = nn.ModuleList(Block(config) for _ in range(config.num_layers))
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
-        self.lm_head = (
+        self.lm_head: nn.Module | None = (
             None
             if config.tie_word_embeddings
             else nn.Linear(config.hidden_size, config.vocab_size, bias=False)
@@ -167,5 +168,16 @@ class LlamaForCausalLM(nn.Module):
 
     def compute_logits(self, hidden: Tensor) -> Tensor:
         """hidden [N, hidden] -> logits [N, vocab] in float32."""
-        weight = self.embed.weight if self.lm_head is None else self.lm_head.weight
-        return F.linear(hidden, weight).float()
+        if self.lm_head is None:  # tied to the embedding
+            return F.linear(hidden, self.embed.weight).float()
+        logits: Tensor = self.lm_head(hidden)
+        return logits.float()
+
+    def quantize_int8(self) -> None:
+        """Weight-only int8 for every projection and the output head (``quant.py``); the
+        embedding lookup keeps its dtype."""
+        quantize_linears(self.layers)
+        if self.lm_head is None:
+            self.lm_head = Int8Linear(self.embed.weight.detach(), None, self.embed.weight.dtype)
+        elif isinstance(self.lm_head, nn.Linear):
+            self.lm_head = Int8Linear.from_linear(self.lm_head)

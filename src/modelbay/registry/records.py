@@ -93,6 +93,9 @@ class DeploymentConfig(BaseModel):
     dtype: Literal["auto", "float32", "bfloat16"] = Field(
         default="auto", description="LLMs: weights and KV cache (auto: bfloat16 on CUDA)"
     )
+    quantization: Literal["none", "int8"] = Field(
+        default="none", description="LLMs: int8 = weight-only int8 per output channel"
+    )
 
     @classmethod
     def parse(cls, data: dict[str, Any]) -> DeploymentConfig:

@@ -110,6 +110,7 @@ class LLMRuntime(Runtime):
             max_num_seqs=int(options.get("max_num_seqs") or 32),
             max_model_len=options.get("max_model_len"),
             threads=threads,
+            quantization=str(options.get("quantization") or "none"),
         )
         try:
             engine = LLMEngine.load(_model_path(model_dir, entrypoint), config)

@@ -74,6 +74,7 @@ def replica_options(record: VersionRecord, config: DeploymentConfig) -> dict[str
             kv_cache_mb=config.kv_cache_mb,
             max_model_len=config.max_model_len,
             dtype=config.dtype,
+            quantization=config.quantization,
         )
     return options
 
