@@ -269,7 +269,7 @@ Try, from another terminal in this directory:
   .venv/bin/modelbay deployments list
   curl -s {url}/metrics {auth} | grep modelbay_batch_size
   .venv/bin/modelbay chat smol
-  curl -s {url}/v1/chat/completions {auth} -H 'Content-Type: application/json' \
+  curl -s {url}/v1/chat/completions {auth} -H 'Content-Type: application/json' \\
        -d '{{"model": "smol", "messages": [{{"role": "user", "content": "Hi!"}}]}}'
 
 API docs: {url}/docs

@@ -32,6 +32,9 @@ LLM_SIGNATURE = Signature(
 """What V2 metadata shows of an LLM; generation itself goes through ``/v1``."""
 
 DEFAULT_KV_CACHE_MB = 256
+DEFAULT_MAX_TOKENS = 2048
+"""Tokens generated for a request that does not say (at most what the context leaves):
+a small model that never emits its end token must not run on for minutes."""
 _SAMPLING_FIELDS = frozenset(f.name for f in fields(SamplingParams))
 
 
@@ -143,7 +146,8 @@ class LLMRuntime(Runtime):
             raise InvalidRequest(f"unknown request kind {kind!r}", param="kind")
         given = {k: v for k, v in request.get("params", {}).items() if k in _SAMPLING_FIELDS}
         if given.get("max_tokens") is None:
-            given["max_tokens"] = max(1, self.engine.max_model_len - len(ids))
+            left = self.engine.max_model_len - len(ids)
+            given["max_tokens"] = max(1, min(DEFAULT_MAX_TOKENS, left))
         for key in ("stop", "stop_token_ids"):
             if key in given:
                 given[key] = tuple(given[key])

@@ -80,7 +80,8 @@ class SentenceTransformerRuntime(Runtime):
                 param="files",
             ) from None
         model.eval()
-        dimensions = model.get_sentence_embedding_dimension()
+        named = getattr(model, "get_embedding_dimension", None)  # the newer name
+        dimensions = named() if named else model.get_sentence_embedding_dimension()
         if not dimensions:
             raise InvalidArtifact("the model does not say its embedding size", param="files")
         return cls(model, embedding_signature(int(dimensions)))

@@ -197,6 +197,15 @@ def main() -> None:
             importlib.import_module(module)
     gc.collect()
     gc.freeze()  # children share these pages instead of copying them on first collection
+    _serve(ctl)
+    # No framework teardown either: some (triton's bindings) report "leaks" at exit.
+    os._exit(0)
+
+
+def _serve(ctl: socket.socket) -> None:
+    """Fork a child per request on the control socket until the frontend closes it."""
+    from modelbay.serving.worker import die_with_parent
+
     me = os.getpid()
     while True:
         try:
