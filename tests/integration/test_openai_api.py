@@ -336,3 +336,7 @@ def test_models_list_and_cli_chat(models: RunningServer, client: openai.OpenAI) 
     assert client.models.retrieve(f"{LLM}:1").id == f"{LLM}:1"
     said = ok(modelbay(models.url, "chat", LLM, "-m", "Say hello.", "--max-tokens", "8"))
     assert said.strip()
+    shown = ok(modelbay(models.url, "models", "show", LLM))
+    assert "8,192 tokens" in shown
+    assert "Q4_1" in shown
+    assert "384" in ok(modelbay(models.url, "models", "show", EMBEDDER))

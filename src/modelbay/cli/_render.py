@@ -50,6 +50,39 @@ def model_grid(model: Record) -> Table:
     return grid
 
 
+def language_model_grid(version: Record) -> Table | None:
+    """What an LLM or embedding version records of itself (None for tensor models)."""
+    metadata = version.get("metadata") or {}
+    facts: dict[str, Any] = {}
+    if isinstance(metadata.get("llm"), dict):
+        llm = metadata["llm"]
+        template = llm.get("chat_template")
+        facts = {
+            "architecture": llm.get("architecture"),
+            "parameters": f"{llm.get('parameters', 0):,}",
+            "context length": f"{llm.get('context_length', 0):,} tokens",
+            "quantization": llm.get("quantization"),
+            "chat template": f"yes ({len(template):,} characters)" if template else "no (ChatML)",
+            "call with": "POST /v1/chat/completions, /v1/completions (modelbay chat)",
+        }
+    elif isinstance(metadata.get("embedding"), dict):
+        embedding = metadata["embedding"]
+        facts = {
+            "dimensions": embedding.get("dimensions"),
+            "max sequence": f"{embedding.get('max_seq_length', 0)} tokens",
+            "call with": "POST /v1/embeddings, or V2 inference (input 'text')",
+        }
+    if not facts:
+        return None
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    grid.add_row("version", Text(str(version["version"])))
+    for key, value in facts.items():
+        grid.add_row(key, Text(str(value)))
+    return grid
+
+
 def versions_table(versions: Sequence[Record]) -> Table:
     """One row per version: number, format, files, size, aliases, creation, description."""
     table = Table("version", "format", "files", "size", "aliases", "created", "description")

@@ -119,6 +119,10 @@ def show(
         return
     console.print(render.versions_table(versions))
     latest = versions[-1]
+    facts = render.language_model_grid(latest)
+    if facts is not None:
+        console.print(facts)
+        return
     title = f"signature of version {latest['version']}"
     console.print(render.signature_table(latest["signature"], title=title))
 
