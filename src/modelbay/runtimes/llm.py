@@ -12,18 +12,20 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from modelbay.errors import InvalidArtifact, InvalidRequest
 from modelbay.llm.chat import ChatTemplate, TemplateFailed
 from modelbay.llm.config import LLMInfo, read_llm_info
-from modelbay.llm.engine import EngineConfig, LLMEngine
 from modelbay.llm.params import InvalidParameter, SamplingParams
 from modelbay.runtimes._errors import framework_message
 from modelbay.runtimes.base import Checked, Runtime
 from modelbay.tensors import Signature, TensorSpec
+
+if TYPE_CHECKING:  # the engine (torch, transformers, xgrammar) is imported by replicas only
+    from modelbay.llm.engine import LLMEngine
 
 LLM_SIGNATURE = Signature(
     inputs=[TensorSpec(name="prompt", datatype="BYTES", shape=[1])],
@@ -106,6 +108,8 @@ class LLMRuntime(Runtime):
         threads: int,
         options: Mapping[str, Any],
     ) -> LLMRuntime:
+        from modelbay.llm.engine import EngineConfig, LLMEngine
+
         kv_mb = int(options.get("kv_cache_mb") or DEFAULT_KV_CACHE_MB)
         config = EngineConfig(
             dtype=str(options.get("dtype") or "auto"),

@@ -40,10 +40,11 @@ PRELOAD = (
     "modelbay.runtimes.sklearn",
     "modelbay.runtimes.torchscript",
     "modelbay.runtimes.torch_export",
-    "modelbay.runtimes.sentence_transformers",
     "modelbay.runtimes.llm",
 )
-"""Runtime modules imported once by the zygote (each with its framework) when installed."""
+"""Runtime modules imported once by the zygote (each with its framework) when installed.
+Not the LLM engine nor sentence-transformers (transformers, xgrammar: seconds more before
+the first replica of any model can start); an LLM replica imports them as it loads."""
 
 _MAX_REQUEST = 4096
 _LENGTH = struct.Struct("<Q")
