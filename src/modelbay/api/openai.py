@@ -154,7 +154,7 @@ async def chat_completions(
         first = await anext(events)  # errors before the first token keep their status
         chunks = streams.chat_chunks(rid, body.model, created, first, events, names, include_usage)
         return streams.sse(chunks)
-    collected = oai.Collected(body.n or 1)
+    collected = oai.Collected()
     await _until_disconnect(request, _collect(events, collected))
     return JSONResponse(oai.chat_response(rid, body.model, created, collected, names))
 
@@ -185,7 +185,7 @@ async def completions(
             rid, body.model, created, first, events, echoes, n, include_usage
         )
         return streams.sse(chunks)
-    results = [oai.Collected(n) for _ in requests]
+    results = [oai.Collected() for _ in requests]
     await _until_disconnect(
         request,
         asyncio.gather(*(_collect(s, c) for s, c in zip(prompt_streams, results, strict=True))),

@@ -203,7 +203,6 @@ class ChoiceState:
 class Collected:
     """A whole request's choices from its events (for answers that are not streamed)."""
 
-    n: int
     prompt_tokens: int = 0
     choices: dict[int, ChoiceState] = field(default_factory=dict)
 

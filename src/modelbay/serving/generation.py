@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import queue
-import time
 import traceback
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
@@ -35,7 +34,6 @@ class _Stream:
     owner: Hashable
     emit: Emit
     n: int
-    started: float
     finished: set[int] = field(default_factory=set)
 
 
@@ -113,7 +111,7 @@ class GenerationLoop:
             log.error("request %s failed: %s", key, "".join(traceback.format_exception(exc)))
             _safe(emit, _failed(task_id, ModelbayError("the request could not be started")))
             return
-        self._streams[key] = _Stream(task_id, owner, emit, prepared.params.n, time.monotonic())
+        self._streams[key] = _Stream(task_id, owner, emit, prepared.params.n)
 
     def _finish(self, key: str) -> None:
         self.engine.abort(key)

@@ -115,7 +115,7 @@ def test_completion_prompts_fan_out() -> None:
 
 
 def test_events_collect_into_a_chat_answer_with_tool_calls() -> None:
-    collected = oai.Collected(1)
+    collected = oai.Collected()
     collected.add(
         {
             "choices": [{"index": 0, "text": '{"name": "f", ', "finish_reason": None}],
