@@ -182,7 +182,7 @@ def _key(owner: Hashable, task_id: int) -> str:
 
 
 def _failed(task_id: int, exc: ModelbayError) -> TaskFailed:
-    return TaskFailed(task_id, exc.status, exc.message, exc.code or type(exc).__name__, exc.param)
+    return TaskFailed(task_id, exc.status, exc.message, type(exc).__name__, exc.param, exc.code)
 
 
 def _safe(emit: Emit, message: GenerateEvent | TaskFailed) -> None:

@@ -54,6 +54,7 @@ def encode(message: Message) -> list[bytes | memoryview]:
             "message": message.message,
             "type": message.type,
             "param": message.param,
+            "code": message.code,
         }
     elif isinstance(message, GenerateTask):
         header = {"kind": "generate", "id": message.id, "request": message.request}
@@ -85,7 +86,12 @@ def decode(header_bytes: bytes, payload: bytes | bytearray | memoryview) -> Mess
         return InferDone(header["id"], _arrays(header["tensors"], payload), header["compute_s"])
     if kind == "failed":
         return TaskFailed(
-            header["id"], header["status"], header["message"], header["type"], header.get("param")
+            header["id"],
+            header["status"],
+            header["message"],
+            header["type"],
+            header.get("param"),
+            header.get("code"),
         )
     if kind == "event":
         return GenerateEvent(header["id"], header["data"], header["final"])

@@ -76,13 +76,14 @@ class InferDone:
 @dataclass
 class TaskFailed:
     """Replica -> frontend: task ``id`` (or loading, id -1) failed; ``status`` as in HTTP,
-    ``param`` the request field at fault, if one is."""
+    ``param`` the request field at fault and ``code`` a machine-readable reason, if any."""
 
     id: int
     status: int
     message: str
     type: str
     param: str | None = None
+    code: str | None = None
 
 
 @dataclass

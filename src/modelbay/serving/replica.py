@@ -416,8 +416,7 @@ class _EventStream:
 
 
 def _error(failed: TaskFailed) -> ModelbayError:
-    code = failed.type if failed.type.islower() else None  # a reason code, not a class name
-    return ModelbayError(failed.message, status=failed.status, param=failed.param, code=code)
+    return ModelbayError(failed.message, status=failed.status, param=failed.param, code=failed.code)
 
 
 async def _read(reader: asyncio.StreamReader) -> Message:
