@@ -25,7 +25,8 @@ class DecodeBatch:
     """The sequences of a step that compute one token each, attended to in one SDPA call."""
 
     rows: Tensor | None  # [D] their rows in the step's [T] tokens; None: every row, in order
-    slots: Tensor  # [D, max_ctx] cache slots of each sequence's context, padded
+    slots: Tensor  # [D * max_ctx] cache slots of each sequence's context, padded, flattened
+    max_ctx: int
     mask: Tensor | None  # [D, 1, 1, max_ctx] True where the key is in the context; None: all
 
 
@@ -109,13 +110,13 @@ def _decode_batch(
     rows: Tensor | None, tables: Tensor, context_lens: list[int], block_size: int
 ) -> DecodeBatch:
     max_ctx = max(context_lens)
-    slots = _context_slots(tables, max_ctx, block_size)
+    slots = _context_slots(tables, max_ctx, block_size).reshape(-1)
     if min(context_lens) == max_ctx:  # no padding to mask (always so for a single sequence)
-        return DecodeBatch(rows=rows, slots=slots, mask=None)
+        return DecodeBatch(rows=rows, slots=slots, max_ctx=max_ctx, mask=None)
     keys = torch.arange(max_ctx, device=tables.device)
     lens = torch.tensor(context_lens, device=tables.device)
     mask = (keys < lens.unsqueeze(-1))[:, None, None, :]
-    return DecodeBatch(rows=rows, slots=slots, mask=mask)
+    return DecodeBatch(rows=rows, slots=slots, max_ctx=max_ctx, mask=mask)
 
 
 def _prefill_chunk(table: Tensor, begin: int, start: int, num_new: int, bs: int) -> PrefillChunk:
@@ -159,8 +160,10 @@ def _attend_decode(q: Tensor, k_flat: Tensor, v_flat: Tensor, batch: DecodeBatch
     num_kv_heads = k_flat.shape[1]
     # A kv head's query heads become its query rows: no K/V expansion for grouped-query attention.
     q = q.view(num_seqs, num_kv_heads, num_heads // num_kv_heads, head_dim)
-    keys = k_flat[batch.slots].transpose(1, 2)  # [D, KVH, max_ctx, hd]
-    values = v_flat[batch.slots].transpose(1, 2)
+    # index_select on the flattened slots: about 3x faster than advanced indexing here.
+    gathered = (num_seqs, batch.max_ctx, num_kv_heads, head_dim)
+    keys = k_flat.index_select(0, batch.slots).view(gathered).transpose(1, 2)  # [D, KVH, ctx, hd]
+    values = v_flat.index_select(0, batch.slots).view(gathered).transpose(1, 2)
     out = F.scaled_dot_product_attention(q, keys, values, attn_mask=batch.mask)
     return out.reshape(num_seqs, num_heads, head_dim)
 
@@ -174,7 +177,7 @@ def _attend_prefill(
         keys, values = k[chunk.begin : chunk.end], v[chunk.begin : chunk.end]
         causal, mask = True, None
     else:
-        keys, values = k_flat[chunk.slots], v_flat[chunk.slots]
+        keys, values = k_flat.index_select(0, chunk.slots), v_flat.index_select(0, chunk.slots)
         causal, mask = False, chunk.mask
     keys = keys.transpose(0, 1).unsqueeze(0)  # [1, KVH, ctx, hd]
     values = values.transpose(0, 1).unsqueeze(0)

@@ -19,7 +19,7 @@ from modelbay.llm.config import LLMInfo
 from modelbay.llm.grammar import Grammars
 from modelbay.llm.model import LlamaForCausalLM
 from modelbay.llm.params import InvalidParameter, SamplingParams
-from modelbay.llm.quant import QUANTIZATIONS
+from modelbay.llm.quant import QUANTIZATIONS, can_pack
 from modelbay.llm.runner import ModelRunner, blocks_for_budget
 from modelbay.llm.sampler import Sample, Sampler, SamplingState
 from modelbay.llm.scheduler import Scheduler, SchedulerConfig
@@ -172,6 +172,8 @@ class LLMEngine:
         model, _, info = load_model(path, dtype=dtype, device=device)
         if config.quantization == "int8":
             model.quantize_int8()
+        elif can_pack(device, dtype):
+            model.pack_for_cpu()
         tokenizer = load_tokenizer(path)
         return cls(model, tokenizer, info, config, dtype=dtype, device=device)
 

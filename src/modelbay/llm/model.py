@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from modelbay.llm.attention import AttentionMetadata, KVCache, paged_attention
 from modelbay.llm.config import LlamaConfig
-from modelbay.llm.quant import Int8Linear, quantize_linears
+from modelbay.llm.quant import Int8Linear, PackedLinear, pack_linears, quantize_linears
 
 
 class RMSNorm(nn.Module):
@@ -181,3 +181,12 @@ class LlamaForCausalLM(nn.Module):
             self.lm_head = Int8Linear(self.embed.weight.detach(), None, self.embed.weight.dtype)
         elif isinstance(self.lm_head, nn.Linear):
             self.lm_head = Int8Linear.from_linear(self.lm_head)
+
+    def pack_for_cpu(self) -> None:
+        """bf16 on CPU: every projection and the output head as a ``PackedLinear``
+        (``quant.py``); the embedding lookup keeps its plain weight."""
+        pack_linears(self.layers)
+        if self.lm_head is None:
+            self.lm_head = PackedLinear(self.embed.weight, None)
+        elif isinstance(self.lm_head, nn.Linear):
+            self.lm_head = PackedLinear.from_linear(self.lm_head)

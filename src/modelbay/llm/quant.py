@@ -1,9 +1,15 @@
-"""Weight-only int8 quantization: each output channel's weights as int8 with one scale.
+"""CPU linear kernels: bf16 weights packed for oneDNN, and weight-only int8 quantization.
 
 Decoding one token reads every weight once, so its speed is the memory bandwidth divided
-by the weights' bytes: int8 halves bf16's. Activations stay in the model's dtype; on CPU
-the matmul is ``torch._weight_int8pack_mm`` (int8 weights, bf16/fp32 activations),
-elsewhere the weights are widened on the fly.
+by the weights' bytes, plus whatever the matmul kernel wastes at a handful of rows.
+
+- ``PackedLinear``: a bf16 weight reordered once into oneDNN's blocked layout (what
+  ``torch.compile`` does to CPU linears when it freezes a model), run by oneDNN's AMX
+  kernels. The same numbers as ``F.linear``, about 1.7x faster for 1 to 32 rows on this
+  CPU, where the plain bf16 matmul re-packs its weight on every call.
+- ``Int8Linear``: each output channel's weights as int8 with one scale: half bf16's
+  bytes. Activations stay in the model's dtype; on CPU the matmul is
+  ``torch._weight_int8pack_mm``, elsewhere the weights are widened on the fly.
 """
 
 from __future__ import annotations
@@ -13,6 +19,53 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 QUANTIZATIONS = ("none", "int8")
+
+
+def can_pack(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether linears on ``device`` in ``dtype`` gain from ``PackedLinear`` (bf16 on CPU)."""
+    return (
+        device.type == "cpu"
+        and dtype == torch.bfloat16
+        and torch.backends.mkldnn.is_available()  # type: ignore[no-untyped-call]
+        and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
+    )
+
+
+class PackedLinear(nn.Module):
+    """y = x @ W.T + bias with W held in oneDNN's blocked layout (CPU, bf16).
+
+    The packed weight is a plain attribute, not a parameter or buffer: it cannot be moved,
+    saved or loaded, only multiplied.
+    """
+
+    def __init__(self, weight: Tensor, bias: Tensor | None) -> None:
+        super().__init__()
+        self.out_features, self.in_features = weight.shape
+        self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach().contiguous(), None)
+        self.bias = None if bias is None else nn.Parameter(bias.detach(), requires_grad=False)
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear) -> PackedLinear:
+        return cls(linear.weight, linear.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        shape = x.shape
+        flat = x.reshape(-1, shape[-1]).contiguous()
+        out: Tensor = torch.ops.mkldnn._linear_pointwise(
+            flat, self.packed, self.bias, "none", [], ""
+        )
+        return out.reshape(*shape[:-1], self.out_features)
+
+
+def pack_linears(model: nn.Module) -> int:
+    """Replace every ``nn.Linear`` under ``model`` by a ``PackedLinear``; how many."""
+    replaced = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.Linear):
+                setattr(parent, name, PackedLinear.from_linear(child))
+                replaced += 1
+    return replaced
 
 
 def quantize_per_channel(weight: Tensor) -> tuple[Tensor, Tensor]:
