@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from modelbay.llm.attention import AttentionMetadata, KVCache, paged_attention
 from modelbay.llm.config import LlamaConfig
-from modelbay.llm.quant import Int8Linear, PackedLinear, pack_linears, quantize_linears
+from modelbay.llm.quant import Int8Linear, PackedLinear, replace_linears
 
 
 class RMSNorm(nn.Module):
@@ -176,7 +176,7 @@ class LlamaForCausalLM(nn.Module):
     def quantize_int8(self) -> None:
         """Weight-only int8 for every projection and the output head (``quant.py``); the
         embedding lookup keeps its dtype."""
-        quantize_linears(self.layers)
+        replace_linears(self.layers, Int8Linear.from_linear)
         if self.lm_head is None:
             self.lm_head = Int8Linear(self.embed.weight.detach(), None, self.embed.weight.dtype)
         elif isinstance(self.lm_head, nn.Linear):
@@ -185,7 +185,7 @@ class LlamaForCausalLM(nn.Module):
     def pack_for_cpu(self) -> None:
         """bf16 on CPU: every projection and the output head as a ``PackedLinear``
         (``quant.py``); the embedding lookup keeps its plain weight."""
-        pack_linears(self.layers)
+        replace_linears(self.layers, PackedLinear.from_linear)
         if self.lm_head is None:
             self.lm_head = PackedLinear(self.embed.weight, None)
         elif isinstance(self.lm_head, nn.Linear):

@@ -14,6 +14,8 @@ by the weights' bytes, plus whatever the matmul kernel wastes at a handful of ro
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -57,17 +59,6 @@ class PackedLinear(nn.Module):
         return out.reshape(*shape[:-1], self.out_features)
 
 
-def pack_linears(model: nn.Module) -> int:
-    """Replace every ``nn.Linear`` under ``model`` by a ``PackedLinear``; how many."""
-    replaced = 0
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if isinstance(child, nn.Linear):
-                setattr(parent, name, PackedLinear.from_linear(child))
-                replaced += 1
-    return replaced
-
-
 def quantize_per_channel(weight: Tensor) -> tuple[Tensor, Tensor]:
     """weight [N, K] -> int8 [N, K] and scales [N], symmetric: w ≈ q * scale."""
     w = weight.float()
@@ -104,12 +95,13 @@ class Int8Linear(nn.Module):
         return out.reshape(*shape[:-1], out.shape[-1])
 
 
-def quantize_linears(model: nn.Module) -> int:
-    """Replace every ``nn.Linear`` under ``model`` by an ``Int8Linear``; how many."""
+def replace_linears(model: nn.Module, kind: Callable[[nn.Linear], nn.Module]) -> int:
+    """Replace every ``nn.Linear`` under ``model`` by ``kind(linear)`` (``PackedLinear.
+    from_linear``, ``Int8Linear.from_linear``); how many."""
     replaced = 0
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, nn.Linear):
-                setattr(parent, name, Int8Linear.from_linear(child))
+                setattr(parent, name, kind(child))
                 replaced += 1
     return replaced
