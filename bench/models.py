@@ -52,29 +52,13 @@ def mlp(path: Path) -> None:
 
 def resnet18_style(path: Path) -> None:
     """A ResNet-18-style CNN (4 stages of 2 basic blocks, 64-512 channels), input [N,3,64,64]."""
-    import torch
     from torch import nn
 
-    class Block(nn.Module):
-        def __init__(self, cin: int, cout: int, stride: int) -> None:
-            super().__init__()
-            self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-            self.bn1 = nn.BatchNorm2d(cout)
-            self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-            self.bn2 = nn.BatchNorm2d(cout)
-            self.skip: nn.Module = nn.Identity()
-            if stride != 1 or cin != cout:
-                self.skip = nn.Sequential(
-                    nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)
-                )
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            y = torch.relu(self.bn1(self.conv1(x)))
-            return torch.relu(self.bn2(self.conv2(y)) + self.skip(x))
+    from modelbay.training.families import BasicBlock  # the block the `resnet` family uses
 
     stages, cin, layers = [64, 128, 256, 512], 64, []
     for i, cout in enumerate(stages):
-        layers += [Block(cin, cout, 1 if i == 0 else 2), Block(cout, cout, 1)]
+        layers += [BasicBlock(cin, cout, 1 if i == 0 else 2), BasicBlock(cout, cout, 1)]
         cin = cout
     net = nn.Sequential(
         nn.Conv2d(3, 64, 3, 1, 1, bias=False),

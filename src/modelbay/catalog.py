@@ -79,7 +79,7 @@ class Catalog:
         self.on_removed = on_removed
         # Serializes "blobs in, rows in" against "rows out, blobs out", in every process on
         # the registry, so a blob shared by a version being pushed is never collected.
-        self._gc_lock = gc_lock or RegistryLock(registry.engine)
+        self.gc_lock = gc_lock or RegistryLock(registry.engine)
 
     def push(self, name: str, push: PushRequest) -> VersionRecord:
         """Validate, store and register a new version of ``name``; returns the record."""
@@ -103,7 +103,7 @@ class Catalog:
                 entrypoint = _entrypoint(paths, push.entrypoint)
                 fmt = detect_format(stage / entrypoint, push.format)
             checked = self.validator(fmt, stage, entrypoint, push.signature, threads=self.threads)
-            with self._gc_lock.held():
+            with self.gc_lock.held():
                 entries = []
                 for rel in paths:
                     blob = self.store.put_file(stage / rel)
@@ -130,14 +130,14 @@ class Catalog:
         return record
 
     def delete_version(self, name: str, version: int) -> None:
-        with self._gc_lock.held():
+        with self.gc_lock.held():
             orphans = self.registry.delete_version(name, version)
             self._collect(orphans)
         if self.on_removed is not None:
             self.on_removed(name, version)
 
     def delete_model(self, name: str) -> None:
-        with self._gc_lock.held():
+        with self.gc_lock.held():
             orphans = self.registry.delete_model(name)
             self._collect(orphans)
         if self.on_removed is not None:
@@ -156,15 +156,7 @@ class Catalog:
                 raise InvalidRequest(f"file '{rel}' is given twice", param="files")
             target = stage / rel
             target.parent.mkdir(parents=True, exist_ok=True)
-            with open(target, "wb") as out:
-                while chunk := stream.read(CHUNK):
-                    total += len(chunk)
-                    if total > self.max_upload_bytes:
-                        raise PayloadTooLarge(
-                            f"upload is larger than the limit of {self.max_upload_bytes} bytes "
-                            "(MODELBAY_MAX_UPLOAD_BYTES)"
-                        )
-                    out.write(chunk)
+            total = copy_limited(stream, target, self.max_upload_bytes, total)
             paths.append(rel)
         return sorted(paths)
 
@@ -181,6 +173,20 @@ class Catalog:
             )
         finally:
             shutil.rmtree(holder, ignore_errors=True)
+
+
+def copy_limited(stream: BinaryIO, target: Path, limit: int, total: int = 0) -> int:
+    """Write ``stream`` to ``target`` in chunks; the upload's bytes so far (``total`` before
+    this file). 413 as soon as they pass ``limit``: a large upload is never read whole."""
+    with open(target, "wb") as out:
+        while chunk := stream.read(CHUNK):
+            total += len(chunk)
+            if total > limit:
+                raise PayloadTooLarge(
+                    f"upload is larger than the limit of {limit} bytes (MODELBAY_MAX_UPLOAD_BYTES)"
+                )
+            out.write(chunk)
+    return total
 
 
 def _entrypoint(paths: list[str], given: str | None) -> str:

@@ -59,6 +59,20 @@ class Settings(BaseSettings):
     """How often deployments are reconciled with the registry (changes made through
     this server apply at once; the interval bounds lag from other frontends)."""
 
+    job_workers: int = Field(default=1, ge=0, le=64)
+    """Training job workers ``modelbay serve`` runs beside the frontends (0: none; run
+    ``modelbay worker`` elsewhere on the same database and store)."""
+
+    job_threads: int = Field(default=1, ge=1, le=256)
+    """Threads of each training process (bounded, so serving on the machine keeps up)."""
+
+    job_lease_s: float = Field(default=30.0, ge=1.0, le=3600.0)
+    """How long a worker's claim on a job lasts without a heartbeat (three per lease); a
+    job whose worker died is resumed by another after this."""
+
+    job_poll_s: float = Field(default=1.0, gt=0, le=60.0)
+    """How often an idle worker looks for queued jobs."""
+
     audit_key_file: Path | None = None
     """File holding the audit chain's HMAC key; default ``<data_dir>/audit.key``, created
     on first start. Frontends sharing one database must share it (and the data directory)."""

@@ -30,6 +30,8 @@ from modelbay.protocols.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
 ROLES = ["viewer", "consumer", "developer", "owner", "admin"]
 OWN, OTHER = "t-own", "t-other"
 MODEL = DEPLOYMENT = "m-own"  # a deployment is named after its model
+DATASET = "d-own"
+JOB = 1  # the first job of the world's server, t-own's
 
 
 @dataclass(frozen=True)
@@ -155,6 +157,28 @@ PROBES: list[Probe] = [
         lambda: {"json": {"version": "1"}},
     ),
     Probe("DELETE", "/api/v1/deployments/{victim}", own("developer", 204), victim="deployment"),
+    Probe("GET", "/api/v1/datasets", anywhere("viewer")),
+    Probe("GET", f"/api/v1/datasets/{DATASET}", own("viewer")),
+    Probe("GET", f"/api/v1/datasets/{DATASET}/versions", own("viewer")),
+    # neither a file nor a sample: a permitted caller gets the validation error
+    Probe(
+        "POST",
+        f"/api/v1/datasets/{DATASET}/versions",
+        Expect("developer", "create", 400),
+        lambda: {"data": {"description": "probed"}},
+    ),
+    Probe("DELETE", "/api/v1/datasets/{victim}", own("developer", 204), victim="dataset"),
+    # training needs developer; the dataset is the resource (jobs stay queued: no workers)
+    Probe(
+        "POST",
+        "/api/v1/jobs",
+        own("developer", 201),
+        lambda: {"json": {"dataset": DATASET, "family": "logistic", "target": "target"}},
+    ),
+    Probe("GET", "/api/v1/jobs", anywhere("viewer")),
+    Probe("GET", f"/api/v1/jobs/{JOB}", own("viewer")),
+    Probe("GET", f"/api/v1/jobs/{JOB}/events", own("viewer")),
+    Probe("POST", "/api/v1/jobs/{victim}/cancel", own("developer"), victim="job"),
     Probe("GET", "/api/v1/whoami", anywhere("viewer")),
     Probe(
         "POST", "/api/v1/tenants", Expect("admin", "admin", 409), lambda: {"json": {"name": OWN}}
@@ -231,7 +255,9 @@ class World:
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     root = tmp_path_factory.mktemp("matrix")
     server = RunningServer(
-        root / "data", root / "server.log", env={"MODELBAY_REPLICA_MODE": "inprocess"}
+        root / "data",
+        root / "server.log",
+        env={"MODELBAY_REPLICA_MODE": "inprocess", "MODELBAY_JOB_WORKERS": "0"},
     )
     server.start()
     try:
@@ -245,6 +271,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         _as(w, "POST", "/api/v1/models/{MODEL}/versions", 201, files=_files(w))
         _as(w, "PUT", M + "/aliases/prod", 200, json={"version": 1})
         _as(w, "POST", "/api/v1/deployments", 201, json={"model": MODEL, "version": "1"})
+        _as(w, "POST", f"/api/v1/datasets/{DATASET}/versions", 201, data={"sample": "iris"})
+        job = _as(w, "POST", "/api/v1/jobs", 201, json=_JOB_BODY)
+        assert job["id"] == JOB
         for _ in range(300):  # the deployment's replica loads in the background
             status = http.get(f"{server.url}/api/v1/deployments/{DEPLOYMENT}").json()
             if status["status"]["state"] == "ready":
@@ -278,6 +307,7 @@ def _as(w: World, method: str, path: str, expect: int, **kw: Any) -> Any:
 
 
 _victims = itertools.count()
+_JOB_BODY = {"dataset": DATASET, "family": "logistic", "target": "target"}
 
 
 def _victim(w: World, kind: str) -> str:
@@ -290,6 +320,11 @@ def _victim(w: World, kind: str) -> str:
         _as(w, "POST", f"/api/v1/models/{name}/versions", 201, files=_files(w))
         _as(w, "POST", "/api/v1/deployments", 201, json={"model": name, "min_replicas": 0})
         return name
+    if kind == "dataset":
+        _as(w, "POST", f"/api/v1/datasets/{name}/versions", 201, data={"sample": "iris"})
+        return name
+    if kind == "job":
+        return str(_as(w, "POST", "/api/v1/jobs", 201, json=_JOB_BODY)["id"])
     if kind == "account":
         response = http.post(
             f"{w.server.url}/api/v1/tenants/{OWN}/accounts", json={"name": name, "kind": "user"}
@@ -335,6 +370,10 @@ def _unknown_answer(path: str) -> str:
         return f"API key '{path.rsplit('/', 1)[1]}' not found"
     if path.startswith("/api/v1/deployments/"):
         return f"deployment '{DEPLOYMENT}' not found"
+    if path.startswith("/api/v1/datasets/"):
+        return f"dataset '{DATASET}' not found"
+    if path.startswith("/api/v1/jobs/"):
+        return f"job '{JOB}' not found"
     return f"model '{MODEL}' not found"
 
 
@@ -410,6 +449,10 @@ def _template(path: str) -> str:
         ("/api/v1/keys/{victim}", "/api/v1/keys/{key_id}"),
         (f"/api/v1/tenants/{OWN}", "/api/v1/tenants/{name}"),
         ("/accounts/{victim}", "/accounts/{account}"),
+        (f"/api/v1/datasets/{DATASET}", "/api/v1/datasets/{name}"),
+        ("/api/v1/datasets/{victim}", "/api/v1/datasets/{name}"),
+        (f"/api/v1/jobs/{JOB}", "/api/v1/jobs/{job}"),
+        ("/api/v1/jobs/{victim}", "/api/v1/jobs/{job}"),
     ]
     for old, new in replacements:
         path = path.replace(old, new)

@@ -27,6 +27,7 @@ from tests.integration.models import (
     build_two_inputs_onnx,
     iris,
 )
+from tests.processes import gone
 
 
 @pytest.fixture(scope="module")
@@ -390,19 +391,10 @@ def test_deleting_a_deployed_model_stops_its_replicas_at_once(
         wait_for(lambda: ready_replicas(running, "doomed") == 1)
         pid = status(running, "doomed")["versions"][0]["pids"][0]
         assert http.delete(f"{running.url}/api/v1/models/doomed").status_code == 204
-        wait_for(lambda: _exited(pid), timeout=10)
+        wait_for(lambda: gone(pid), timeout=10)
         assert http.get(f"{running.url}/api/v1/deployments/doomed").status_code == 404
     finally:
         running.stop()
-
-
-def _exited(pid: int) -> bool:
-    """Gone, or a zombie its parent has not reaped yet."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return True
-    return stat.split(") ", 1)[1].startswith("Z")
 
 
 def test_a_wedged_replica_answers_503_at_the_timeout_and_is_replaced(
@@ -424,7 +416,7 @@ def test_a_wedged_replica_answers_503_at_the_timeout_and_is_replaced(
     assert wedged.status_code == 503, wedged.text
     assert "did not finish the batch within the request timeout" in wedged.json()["error"]
     assert int(wedged.headers["Retry-After"]) >= 1
-    assert _exited(victim)
+    assert gone(victim)
 
     # The frontend that did not kill it learns of the exit a moment later (its reader sees
     # the socket close, or the leader's next list): until then it may still list the victim.
@@ -457,4 +449,4 @@ def test_a_busy_replica_dies_with_its_frontend(tmp_path: Path) -> None:
         running.process.kill()  # no drain, no goodbye
         running.process.wait()
         running.process = None
-        wait_for(lambda: _exited(replica), timeout=10)
+        wait_for(lambda: gone(replica), timeout=10)

@@ -21,7 +21,8 @@ from tests.integration.models import (
     build_torchscript,
     iris,
 )
-from tests.integration.test_deployments import _exited, metric, wait_for
+from tests.integration.test_deployments import metric, wait_for
+from tests.processes import gone
 
 FRAMEWORK_LIBRARIES = ("libtorch", "onnxruntime", "/sklearn/", "/scipy/")
 """Paths that appear in a process's memory map once torch, onnxruntime or scikit-learn
@@ -151,7 +152,7 @@ def test_a_replica_that_is_killed_is_replaced_for_the_next_request(
     assert pids
     for pid in pids:
         os.kill(pid, signal.SIGKILL)
-    wait_for(lambda: all(_exited(pid) for pid in pids), timeout=10)
+    wait_for(lambda: all(gone(pid) for pid in pids), timeout=10)
     np.testing.assert_allclose(
         infer(server, model, "path-kill", x), model.reference(x.astype(np.float32)), rtol=1e-4
     )

@@ -18,11 +18,13 @@ from modelbay.api.fields import (
     NAME_LENGTH,
     TENANT_LENGTH,
     DailyQuota,
+    MaxJobs,
     Name,
     RateLimitRps,
     TenantName,
     TokensPerDay,
     TokensPerMinute,
+    TrainingSecondsPerDay,
     query_text,
     text,
 )
@@ -56,6 +58,8 @@ class TenantCreate(BaseModel):
     daily_quota: DailyQuota | None = None
     tokens_per_minute: TokensPerMinute | None = None
     tokens_per_day: TokensPerDay | None = None
+    max_jobs: MaxJobs | None = None
+    training_seconds_per_day: TrainingSecondsPerDay | None = None
 
 
 class TenantUpdate(BaseModel):
@@ -65,6 +69,8 @@ class TenantUpdate(BaseModel):
     daily_quota: DailyQuota | None = None
     tokens_per_minute: TokensPerMinute | None = None
     tokens_per_day: TokensPerDay | None = None
+    max_jobs: MaxJobs | None = None
+    training_seconds_per_day: TrainingSecondsPerDay | None = None
 
 
 class TenantList(BaseModel):
@@ -140,6 +146,8 @@ def create_tenant(ctx: ContextDep, request: Request, body: TenantCreate) -> Tena
         daily_quota=body.daily_quota,
         tokens_per_minute=body.tokens_per_minute,
         tokens_per_day=body.tokens_per_day,
+        max_jobs=body.max_jobs,
+        training_seconds_per_day=body.training_seconds_per_day,
     )
 
 

@@ -16,8 +16,10 @@ from starlette.types import ASGIApp
 from modelbay import __version__
 from modelbay.api import access as access_api
 from modelbay.api import audit as audit_api
+from modelbay.api import datasets as datasets_api
 from modelbay.api import deployments as deployments_api
 from modelbay.api import docs as docs_api
+from modelbay.api import jobs as jobs_api
 from modelbay.api import management, v2
 from modelbay.api import metrics as metrics_api
 from modelbay.api import openai as openai_api
@@ -40,7 +42,10 @@ from modelbay.frontends.epochs import Domain, SharedEpochs
 from modelbay.frontends.follower import FollowerController
 from modelbay.frontends.run import RunDir
 from modelbay.frontends.shared_table import SharedTable
+from modelbay.jobs.dataset_catalog import DatasetCatalog
 from modelbay.registry import DeploymentConfig, DeploymentStore, Registry, make_engine, migrate
+from modelbay.registry.datasets import DatasetStore
+from modelbay.registry.jobs import JobStore
 from modelbay.security.access import ResourceDirectory
 from modelbay.security.accounts import AccountStore
 from modelbay.security.audit import AuditLog
@@ -175,6 +180,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         AccountStore(engine),
         guard,
         epochs,
+        DatasetCatalog(
+            DatasetStore(engine),
+            store,
+            max_upload_bytes=settings.max_upload_bytes,
+            gc_lock=catalog.gc_lock,
+        ),
+        JobStore(engine),
     )
     coordinator.choose()
     rules = rest_rules(public_metrics=settings.public_metrics)
@@ -234,6 +246,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(openai_api.router)
     app.include_router(management.router)
     app.include_router(deployments_api.router)
+    app.include_router(datasets_api.router)
+    app.include_router(jobs_api.router)
     app.include_router(metrics_api.router)
     app.include_router(audit_api.router)
     app.include_router(access_api.router)

@@ -10,7 +10,9 @@ from fastapi import Depends, Request
 from modelbay.catalog import Catalog
 from modelbay.frontends.coordinator import Controller
 from modelbay.frontends.epochs import SharedEpochs
+from modelbay.jobs.dataset_catalog import DatasetCatalog
 from modelbay.registry import DeploymentStore, Registry
+from modelbay.registry.jobs import JobStore
 from modelbay.security.access import ResourceDirectory
 from modelbay.security.accounts import AccountStore
 from modelbay.security.audit import AuditLog
@@ -37,6 +39,8 @@ class AppContext:
     accounts: AccountStore
     guard: Guard
     epochs: SharedEpochs
+    dataset_catalog: DatasetCatalog
+    jobs: JobStore
 
     @property
     def directory(self) -> ResourceDirectory:

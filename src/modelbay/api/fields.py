@@ -53,6 +53,14 @@ TokensPerMinute = Annotated[
     int,
     Field(ge=1, le=MAX_QUOTA, strict=True, description="LLM tokens per minute, 1 to 2^63-1"),
 ]
+MaxJobs = Annotated[
+    int,
+    Field(ge=1, le=10_000, strict=True, description="Training jobs queued or running at once"),
+]
+TrainingSecondsPerDay = Annotated[
+    float,
+    Field(gt=0, le=1e12, description="CPU seconds of training per UTC day, over all its keys"),
+]
 TokensPerDay = Annotated[
     int,
     Field(ge=1, le=MAX_QUOTA, strict=True, description="LLM tokens per UTC day, 1 to 2^63-1"),

@@ -1,4 +1,5 @@
-"""The ``modelbay`` command line: ``serve``/``demo``, models, ``predict``, deployments, access."""
+"""The ``modelbay`` command line: ``serve``/``demo``/``worker``, models, ``predict``,
+deployments, datasets and training jobs, access."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from modelbay.cli import (
     admin,
     audit,
     chat,
+    datasets,
     deployments,
+    jobs,
     keys,
     models,
     predict,
@@ -65,6 +68,8 @@ app.add_typer(tenants.app, name="tenants")
 app.add_typer(accounts.app, name="accounts")
 keys.register(app)
 usage.register(app)
+app.add_typer(datasets.app, name="datasets")
+jobs.register(app)
 
 
 def main() -> None:

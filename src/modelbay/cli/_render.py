@@ -248,7 +248,7 @@ def state_text(status: Record) -> Text:
 def tenants_table(tenants: Sequence[Record]) -> Table:
     """One row per tenant: name, limits of requests and of LLM tokens, creation."""
     table = Table("name", "rate limit", "daily quota", title="tenants")
-    for column in ("token rate", "token quota", "created"):
+    for column in ("token rate", "token quota", "jobs", "training/day", "created"):
         table.add_column(column)
     for tenant in tenants:
         table.add_row(
@@ -257,6 +257,8 @@ def tenants_table(tenants: Sequence[Record]) -> Table:
             quota_text(tenant.get("daily_quota")),
             tokens_text(tenant.get("tokens_per_minute"), "min"),
             tokens_text(tenant.get("tokens_per_day"), "day"),
+            str(tenant.get("max_jobs") or "unlimited"),
+            _seconds_text(tenant.get("training_seconds_per_day")),
             when(tenant.get("created_at")),
         )
     return table
@@ -340,10 +342,10 @@ def whoami_grid(identity: Record) -> Table:
 
 
 def usage_table(usage: Sequence[Record]) -> Table:
-    """One row per key and UTC day: requests, compute seconds and LLM tokens, then a
-    totals row."""
+    """One row per key and UTC day: requests, compute seconds, LLM tokens and training
+    CPU seconds, then a totals row."""
     table = Table("day", "tenant", "key id", title="usage")
-    for column in ("requests", "compute s", "prompt tokens", "completion tokens"):
+    for column in ("requests", "compute s", "prompt tokens", "completion tokens", "training s"):
         table.add_column(column, justify="right")
     for row in usage:
         table.add_row(
@@ -354,9 +356,11 @@ def usage_table(usage: Sequence[Record]) -> Table:
             f"{float(row['compute_seconds']):.3f}",
             str(row.get("prompt_tokens", 0)),
             str(row.get("completion_tokens", 0)),
+            f"{float(row.get('training_seconds', 0)):.1f}",
         )
     table.add_section()
     compute = sum(float(row["compute_seconds"]) for row in usage)
+    training = sum(float(row.get("training_seconds", 0)) for row in usage)
     table.add_row(
         Text("total", style="bold"),
         "",
@@ -365,6 +369,7 @@ def usage_table(usage: Sequence[Record]) -> Table:
         f"{compute:.3f}",
         str(_total(usage, "prompt_tokens")),
         str(_total(usage, "completion_tokens")),
+        f"{training:.1f}",
     )
     return table
 
@@ -397,3 +402,7 @@ def quota_text(quota: Any) -> str:
 def tokens_text(limit: Any, per: str) -> str:
     """A limit of LLM tokens as ``N tokens/min`` (``per``), or ``-`` (unlimited)."""
     return "-" if limit is None else f"{int(limit)} tokens/{per}"
+
+
+def _seconds_text(seconds: Any) -> str:
+    return "unlimited" if seconds is None else f"{float(seconds):g} s"

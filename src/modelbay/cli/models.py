@@ -66,7 +66,7 @@ def push(
     """Upload PATH as a new version of a model (created if needed)."""
     meta = _json_object(metadata, "--metadata")
     tags = _tags(tag or [])
-    with connect(ctx) as client, _upload_progress(enabled=not as_json) as progress:
+    with connect(ctx) as client, upload_progress(enabled=not as_json) as progress:
         record = client.push(
             name,
             path,
@@ -225,7 +225,7 @@ def access(
 
 
 @contextmanager
-def _upload_progress(*, enabled: bool) -> Iterator[ProgressCallback | None]:
+def upload_progress(*, enabled: bool) -> Iterator[ProgressCallback | None]:
     if not enabled:
         yield None
         return

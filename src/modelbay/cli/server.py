@@ -43,6 +43,15 @@ WorkersOpt = Annotated[
         "[env MODELBAY_WORKERS]",
     ),
 ]
+JobWorkersOpt = Annotated[
+    int | None,
+    typer.Option(
+        min=0,
+        max=64,
+        help="Training job workers to run beside the frontends (0: none; run `modelbay "
+        "worker` elsewhere) [env MODELBAY_JOB_WORKERS]",
+    ),
+]
 TlsCertOpt = Annotated[
     Path | None,
     typer.Option(
@@ -61,6 +70,7 @@ def register(app: typer.Typer) -> None:
     """Add the commands that run a server to the root CLI."""
     app.command(help="Run the modelbay server.")(serve)
     app.command(help="Run the server with demo models built from scikit-learn's digits.")(demo)
+    app.command(help="Run a training job worker on a server's database and store.")(worker)
 
 
 def serve(
@@ -73,8 +83,10 @@ def serve(
     tls_cert: TlsCertOpt = None,
     tls_key: TlsKeyOpt = None,
     workers: WorkersOpt = None,
+    job_workers: JobWorkersOpt = None,
 ) -> None:
     settings = _settings(
+        job_workers=job_workers,
         workers=workers,
         host=host,
         port=port,
@@ -86,6 +98,34 @@ def serve(
         tls_key_file=tls_key,
     )
     _run(settings, demo=False)
+
+
+def worker(
+    data_dir: DataDirOpt = None,
+    database_url: DbOpt = None,
+    log_level: LogOpt = None,
+    job_threads: Annotated[
+        int | None,
+        typer.Option(min=1, help="Threads of each training process [env MODELBAY_JOB_THREADS]"),
+    ] = None,
+    parent: Annotated[int | None, typer.Option(hidden=True)] = None,
+) -> None:
+    """Claim queued training jobs and run them, one at a time, until stopped (SIGTERM or
+    Ctrl-C gives a running job back to the queue; it resumes from its last checkpoint)."""
+    settings = _settings(
+        data_dir=data_dir, database_url=database_url, log_level=log_level, job_threads=job_threads
+    )
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    if parent is not None:
+        from modelbay.jobs.lifetime import die_with_parent
+
+        die_with_parent(parent)
+    from modelbay.jobs.worker import main
+
+    main(settings)
 
 
 def demo(
@@ -124,15 +164,28 @@ def _problem(error: ErrorDetails) -> str:
 def _run(settings: Any, *, demo: bool) -> None:
     # gRPC's C core logs every fork (replicas are spawned processes); keep its errors only.
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
-    import uvicorn
-
-    from modelbay.api import create_app, edge_of
+    from modelbay.api import create_app
 
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("alembic").setLevel(logging.WARNING)
     app = create_app(settings)
+    from modelbay.jobs.embedded import EmbeddedWorkers
+
+    job_workers = EmbeddedWorkers(settings)
+    job_workers.start()
+    try:
+        _serve(app, settings, demo=demo)
+    finally:
+        job_workers.stop()
+
+
+def _serve(app: Any, settings: Any, *, demo: bool) -> None:
+    import uvicorn
+
+    from modelbay.api import edge_of
+
     tour = None
     if demo:
         from modelbay.demo import (

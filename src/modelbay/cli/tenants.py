@@ -30,6 +30,19 @@ TokensPerDayOpt = Annotated[
     int | None,
     typer.Option("--tokens-per-day", metavar="N", help="LLM tokens per UTC day, over all its keys"),
 ]
+MaxJobsOpt = Annotated[
+    int | None,
+    typer.Option("--max-jobs", metavar="N", min=1, help="Training jobs queued or running at once"),
+]
+TrainingSecondsOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--training-seconds-per-day",
+        metavar="S",
+        min=0.001,
+        help="CPU seconds of training per UTC day, over all its keys",
+    ),
+]
 
 
 @app.command()
@@ -40,6 +53,8 @@ def create(
     daily_quota: QuotaOpt = None,
     tokens_per_minute: TokensPerMinuteOpt = None,
     tokens_per_day: TokensPerDayOpt = None,
+    max_jobs: MaxJobsOpt = None,
+    training_seconds_per_day: TrainingSecondsOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Create a tenant, unlimited but for the limits given."""
@@ -50,6 +65,8 @@ def create(
             daily_quota=daily_quota,
             tokens_per_minute=tokens_per_minute,
             tokens_per_day=tokens_per_day,
+            max_jobs=max_jobs,
+            training_seconds_per_day=training_seconds_per_day,
         )
     _print(record, as_json, f"created tenant {name}")
 
@@ -93,6 +110,15 @@ def update(
     no_tokens_per_day: Annotated[
         bool, typer.Option("--no-tokens-per-day", help="Remove the tokens per day limit")
     ] = False,
+    max_jobs: MaxJobsOpt = None,
+    no_max_jobs: Annotated[
+        bool, typer.Option("--no-max-jobs", help="Remove the limit of jobs at once")
+    ] = False,
+    training_seconds_per_day: TrainingSecondsOpt = None,
+    no_training_seconds_per_day: Annotated[
+        bool,
+        typer.Option("--no-training-seconds-per-day", help="Remove the training time limit"),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Change a tenant's limits; a limit not named stays as it is."""
@@ -103,12 +129,20 @@ def update(
             "tokens_per_minute", tokens_per_minute, no_tokens_per_minute, "--tokens-per-minute"
         ),
         **_limit("tokens_per_day", tokens_per_day, no_tokens_per_day, "--tokens-per-day"),
+        **_limit("max_jobs", max_jobs, no_max_jobs, "--max-jobs"),
+        **_limit(
+            "training_seconds_per_day",
+            training_seconds_per_day,
+            no_training_seconds_per_day,
+            "--training-seconds-per-day",
+        ),
     }
     if not limits:
         raise typer.BadParameter(
             "give a limit to set (--rate-limit, --daily-quota, --tokens-per-minute, "
-            "--tokens-per-day) or to remove (--no-rate-limit, --no-daily-quota, "
-            "--no-tokens-per-minute, --no-tokens-per-day)"
+            "--tokens-per-day, --max-jobs, --training-seconds-per-day) or to remove "
+            "(--no-rate-limit, --no-daily-quota, --no-tokens-per-minute, --no-tokens-per-day, "
+            "--no-max-jobs, --no-training-seconds-per-day)"
         )
     with connect(ctx) as client:
         record = client.update_tenant(name, **limits)

@@ -31,6 +31,8 @@ class AccessCalls:
         daily_quota: int | None = None,
         tokens_per_minute: int | None = None,
         tokens_per_day: int | None = None,
+        max_jobs: int | None = None,
+        training_seconds_per_day: float | None = None,
     ) -> dict[str, Any]:
         """Create a tenant (admin); a limit left ``None`` means unlimited."""
         body = _given(
@@ -39,6 +41,8 @@ class AccessCalls:
             daily_quota=daily_quota,
             tokens_per_minute=tokens_per_minute,
             tokens_per_day=tokens_per_day,
+            max_jobs=max_jobs,
+            training_seconds_per_day=training_seconds_per_day,
         )
         return self._json("POST", "/api/v1/tenants", json=body)
 
@@ -51,8 +55,9 @@ class AccessCalls:
         return self._json("GET", _path("tenants", name))
 
     def update_tenant(self, name: str, **limits: float | None) -> dict[str, Any]:
-        """Change ``rate_limit_rps``, ``daily_quota``, ``tokens_per_minute`` or
-        ``tokens_per_day`` (admin); ``None`` removes a limit."""
+        """Change ``rate_limit_rps``, ``daily_quota``, ``tokens_per_minute``,
+        ``tokens_per_day``, ``max_jobs`` or ``training_seconds_per_day`` (admin); ``None``
+        removes a limit."""
         return self._json("PATCH", _path("tenants", name), json=limits)
 
     # -- accounts -------------------------------------------------------------------------

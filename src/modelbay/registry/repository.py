@@ -16,8 +16,10 @@ from modelbay.registry.records import FileEntry, ModelRecord, NewVersion, Versio
 from modelbay.registry.tables import (
     DEFAULT_TENANT_ID,
     AliasRow,
+    DatasetVersionRow,
     DeploymentRow,
     FileRow,
+    JobRow,
     ModelRow,
     ModelShareRow,
     TenantRow,
@@ -34,10 +36,10 @@ MAX_VERSION = 2**31 - 1
 """The largest version number (a 32-bit column on PostgreSQL)."""
 
 
-def check_model_name(name: str) -> str:
+def check_model_name(name: str, what: str = "model") -> str:
     if not MODEL_NAME.match(name):
         raise InvalidRequest(
-            f"invalid model name '{name}': use 1-128 letters, digits, '.', '_' or '-', "
+            f"invalid {what} name '{name}': use 1-128 letters, digits, '.', '_' or '-', "
             "starting with a letter or digit",
             param="name",
         )
@@ -158,7 +160,7 @@ class Registry:
             digests = {f.digest for v in row.versions for f in v.files}
             s.delete(row)
             s.flush()
-            return _unreferenced(s, digests)
+            return unreferenced(s, digests)
 
     # versions
 
@@ -254,7 +256,7 @@ class Registry:
             s.delete(row)
             model.updated_at = utcnow()
             s.flush()
-            return _unreferenced(s, digests)
+            return unreferenced(s, digests)
 
     # aliases
 
@@ -331,10 +333,17 @@ def _aliases_by_version(model: ModelRow) -> dict[int, list[str]]:
     return result
 
 
-def _unreferenced(s: Session, digests: set[str]) -> set[str]:
+def unreferenced(s: Session, digests: set[str]) -> set[str]:
+    """Which of ``digests`` no model file, dataset version or job checkpoint uses."""
     if not digests:
         return set()
     used = set(s.scalars(select(FileRow.digest).where(FileRow.digest.in_(digests))))
+    used |= set(
+        s.scalars(select(DatasetVersionRow.digest).where(DatasetVersionRow.digest.in_(digests)))
+    )
+    used |= set(
+        s.scalars(select(JobRow.checkpoint_digest).where(JobRow.checkpoint_digest.in_(digests)))
+    )
     return digests - used
 
 

@@ -8,6 +8,7 @@ same 404 an unknown name gets (raised as ``Hidden`` so the caller can audit it).
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -19,13 +20,28 @@ from sqlalchemy.orm import selectinload, sessionmaker
 
 from modelbay.errors import Conflict, Forbidden, NotFound, Unauthenticated
 from modelbay.registry.repository import MODEL_NAME
-from modelbay.registry.tables import ApiKeyRow, DeploymentRow, ModelRow, TenantRow
+from modelbay.registry.tables import (
+    ApiKeyRow,
+    DatasetRow,
+    DeploymentRow,
+    JobRow,
+    ModelRow,
+    TenantRow,
+)
 from modelbay.security.keys import TENANT_NAME
 from modelbay.security.principals import ROLE_FOR_SCOPE, Principal, Scope
 from modelbay.security.tokens import KEY_ID
 
-Resource = Literal["model", "deployment", "tenant", "key"]
-_NAMES = {"model": MODEL_NAME, "deployment": MODEL_NAME, "tenant": TENANT_NAME, "key": KEY_ID}
+Resource = Literal["model", "deployment", "tenant", "key", "dataset", "job"]
+JOB_ID = re.compile(r"[1-9][0-9]{0,17}\Z")
+_NAMES = {
+    "model": MODEL_NAME,
+    "deployment": MODEL_NAME,
+    "tenant": TENANT_NAME,
+    "key": KEY_ID,
+    "dataset": MODEL_NAME,
+    "job": JOB_ID,
+}
 _MODEL_TTL_S = 2.0
 _MAX_CACHED = 10_000
 
@@ -102,6 +118,10 @@ class ResourceDirectory:
                 return None if model is None else self.owner("model", model)
             if kind == "tenant":
                 tenant_id = s.scalar(select(TenantRow.id).where(TenantRow.name == name))
+            elif kind == "dataset":
+                tenant_id = s.scalar(select(DatasetRow.tenant_id).where(DatasetRow.name == name))
+            elif kind == "job":
+                tenant_id = s.scalar(select(JobRow.tenant_id).where(JobRow.id == int(name)))
             else:
                 tenant_id = s.scalar(select(ApiKeyRow.tenant_id).where(ApiKeyRow.key_id == name))
             return None if tenant_id is None else Ownership(tenant_id)
@@ -156,7 +176,7 @@ def _check_resource(p: Principal, rule: Rule, name: str, owner: Ownership | None
         raise NotFound(f"{kind} '{name}' not found", param=rule.resource)
     if not owner.visible_to(p):
         if rule.creates:
-            raise Conflict(f"the name '{name}' is taken; model names are global", param="name")
+            raise Conflict(f"the name '{name}' is taken; {kind} names are global", param="name")
         raise Hidden(f"{kind} '{name}' not found", param=rule.resource)
     if p.sees_tenant(owner.tenant_id):
         return

@@ -48,6 +48,8 @@ class TenantRecord(BaseModel):
     daily_quota: int | None
     tokens_per_minute: int | None
     tokens_per_day: int | None
+    max_jobs: int | None = None
+    training_seconds_per_day: float | None = None
     created_at: datetime
 
 
@@ -101,6 +103,8 @@ class KeyStore:
         daily_quota: int | None = None,
         tokens_per_minute: int | None = None,
         tokens_per_day: int | None = None,
+        max_jobs: int | None = None,
+        training_seconds_per_day: float | None = None,
     ) -> TenantRecord:
         check_tenant_name(name)
         try:
@@ -111,6 +115,8 @@ class KeyStore:
                     daily_quota=daily_quota,
                     tokens_per_minute=tokens_per_minute,
                     tokens_per_day=tokens_per_day,
+                    max_jobs=max_jobs,
+                    training_seconds_per_day=training_seconds_per_day,
                 )
                 s.add(row)
                 s.flush()
@@ -312,6 +318,8 @@ def _tenant_record(row: TenantRow) -> TenantRecord:
         daily_quota=row.daily_quota,
         tokens_per_minute=row.tokens_per_minute,
         tokens_per_day=row.tokens_per_day,
+        max_jobs=row.max_jobs,
+        training_seconds_per_day=row.training_seconds_per_day,
         created_at=as_utc(row.created_at),
     )
 

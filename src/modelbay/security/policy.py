@@ -63,6 +63,21 @@ REST_RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/api/v1/deployments/{name}"): _READ_DEPLOYMENT,
     ("PATCH", "/api/v1/deployments/{name}"): _WRITE_DEPLOYMENT,
     ("DELETE", "/api/v1/deployments/{name}"): _WRITE_DEPLOYMENT,
+    # datasets and training jobs (never visible to other tenants); training needs write
+    ("GET", "/api/v1/datasets"): Rule(Scope.READ),
+    ("GET", "/api/v1/datasets/{name}"): Rule(Scope.READ, resource="dataset"),
+    ("DELETE", "/api/v1/datasets/{name}"): Rule(Scope.WRITE, resource="dataset"),
+    ("GET", "/api/v1/datasets/{name}/versions"): Rule(Scope.READ, resource="dataset"),
+    ("POST", "/api/v1/datasets/{name}/versions"): Rule(
+        Scope.WRITE, resource="dataset", creates=True
+    ),
+    ("POST", "/api/v1/jobs"): Rule(
+        Scope.WRITE, resource="dataset", param="dataset", from_body=True
+    ),
+    ("GET", "/api/v1/jobs"): Rule(Scope.READ),
+    ("GET", "/api/v1/jobs/{job}"): Rule(Scope.READ, resource="job", param="job"),
+    ("GET", "/api/v1/jobs/{job}/events"): Rule(Scope.READ, resource="job", param="job"),
+    ("POST", "/api/v1/jobs/{job}/cancel"): Rule(Scope.WRITE, resource="job", param="job"),
     # tenants, keys, usage
     ("GET", "/api/v1/whoami"): AUTHENTICATED,
     ("POST", "/api/v1/tenants"): _ADMIN,

@@ -1,4 +1,4 @@
-"""Usage accounting: requests, compute seconds and LLM tokens per key and UTC day.
+"""Usage accounting: requests, compute seconds, LLM tokens and training time per key and UTC day.
 
 Counting happens in memory on the request path; ``flush`` (called every few seconds and at
 shutdown, off the event loop) adds what was counted to the ``usage`` table, so the
@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from pydantic import BaseModel
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, func, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from modelbay.frontends.shared_table import SharedTable
 from modelbay.registry.tables import TenantRow, UsageRow
@@ -34,6 +34,7 @@ class UsageRecord(BaseModel):
     compute_seconds: float
     prompt_tokens: int
     completion_tokens: int
+    training_seconds: float = 0.0
 
 
 _DAY_S = 86_400
@@ -63,12 +64,14 @@ class _Counts:
     seconds: float = 0.0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    training_seconds: float = 0.0
 
     def add(self, other: _Counts) -> None:
         self.requests += other.requests
         self.seconds += other.seconds
         self.prompt_tokens += other.prompt_tokens
         self.completion_tokens += other.completion_tokens
+        self.training_seconds += other.training_seconds
 
 
 @dataclass
@@ -200,39 +203,7 @@ class UsageMeter:
             raise
 
     def _add(self, day: str, key_id: str, counts: _Counts) -> None:
-        """Add to a row in one statement: other frontends flush into the same rows."""
-        match = (UsageRow.day == day, UsageRow.key_id == key_id)
-        grow = (
-            update(UsageRow)
-            .where(*match)
-            .values(
-                requests=UsageRow.requests + counts.requests,
-                compute_seconds=UsageRow.compute_seconds + counts.seconds,
-                prompt_tokens=UsageRow.prompt_tokens + counts.prompt_tokens,
-                completion_tokens=UsageRow.completion_tokens + counts.completion_tokens,
-            )
-        )
-        for _ in range(2):
-            with self._sessions.begin() as s:
-                if s.execute(grow).rowcount:  # type: ignore[attr-defined]
-                    return
-            try:
-                with self._sessions.begin() as s:
-                    s.add(
-                        UsageRow(
-                            day=day,
-                            key_id=key_id,
-                            tenant_id=counts.tenant_id,
-                            requests=counts.requests,
-                            compute_seconds=counts.seconds,
-                            prompt_tokens=counts.prompt_tokens,
-                            completion_tokens=counts.completion_tokens,
-                        )
-                    )
-                return
-            except IntegrityError:
-                continue  # another frontend inserted it first: add to theirs
-        raise RuntimeError(f"could not record usage of key {key_id} on {day}")
+        add_usage(self._sessions, day, key_id, counts)
 
     def report(
         self,
@@ -264,6 +235,7 @@ class UsageMeter:
                     compute_seconds=round(row.compute_seconds, 6),
                     prompt_tokens=row.prompt_tokens,
                     completion_tokens=row.completion_tokens,
+                    training_seconds=round(row.training_seconds, 3),
                 )
                 for row, tenant in s.execute(query)
             ]
@@ -286,3 +258,62 @@ class UsageMeter:
             ):
                 self._requests.add(key_id, tenant_id, int(requests))
                 self._tokens.add(key_id, tenant_id, int(tokens))
+
+
+def add_usage(sessions: sessionmaker[Session], day: str, key_id: str, counts: _Counts) -> None:
+    """Add to a row in one statement: other frontends (and job processes) add to the same
+    rows."""
+    match = (UsageRow.day == day, UsageRow.key_id == key_id)
+    grow = (
+        update(UsageRow)
+        .where(*match)
+        .values(
+            requests=UsageRow.requests + counts.requests,
+            compute_seconds=UsageRow.compute_seconds + counts.seconds,
+            prompt_tokens=UsageRow.prompt_tokens + counts.prompt_tokens,
+            completion_tokens=UsageRow.completion_tokens + counts.completion_tokens,
+            training_seconds=UsageRow.training_seconds + counts.training_seconds,
+        )
+    )
+    for _ in range(2):
+        with sessions.begin() as s:
+            if s.execute(grow).rowcount:  # type: ignore[attr-defined]
+                return
+        try:
+            with sessions.begin() as s:
+                s.add(
+                    UsageRow(
+                        day=day,
+                        key_id=key_id,
+                        tenant_id=counts.tenant_id,
+                        requests=counts.requests,
+                        compute_seconds=counts.seconds,
+                        prompt_tokens=counts.prompt_tokens,
+                        completion_tokens=counts.completion_tokens,
+                        training_seconds=counts.training_seconds,
+                    )
+                )
+            return
+        except IntegrityError:
+            continue  # another process inserted it first: add to theirs
+    raise RuntimeError(f"could not record usage of key {key_id} on {day}")
+
+
+def add_training_seconds(
+    sessions: sessionmaker[Session], key_id: str, tenant_id: int, seconds: float
+) -> None:
+    """Meter ``seconds`` of training CPU time to ``key_id`` today (UTC)."""
+    day = utc_day(time.time())
+    add_usage(sessions, day, key_id, _Counts(tenant_id, training_seconds=seconds))
+
+
+def training_seconds_today(sessions: sessionmaker[Session], tenant_id: int) -> float:
+    """CPU seconds of training metered to ``tenant_id`` today (UTC)."""
+    day = utc_day(time.time())
+    with sessions.begin() as s:
+        total = s.scalar(
+            select(func.sum(UsageRow.training_seconds)).where(
+                UsageRow.day == day, UsageRow.tenant_id == tenant_id
+            )
+        )
+    return float(total or 0.0)

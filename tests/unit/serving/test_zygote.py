@@ -8,18 +8,11 @@ import time
 from pathlib import Path
 
 import pytest
+from tests.processes import gone
 
 from modelbay.errors import ModelbayError
 from modelbay.serving.validator import WorkerValidator
 from modelbay.serving.zygote import Launcher
-
-
-def _gone(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return True
-    return stat.split(") ", 1)[1].startswith("Z")
 
 
 def test_validation_runs_in_a_child_and_a_dead_zygote_is_replaced(tmp_path: Path) -> None:
@@ -36,7 +29,7 @@ def test_validation_runs_in_a_child_and_a_dead_zygote_is_replaced(tmp_path: Path
         assert zygote is not None
         os.kill(zygote.pid, signal.SIGKILL)
         deadline = time.monotonic() + 10
-        while not _gone(zygote.pid):
+        while not gone(zygote.pid):
             assert time.monotonic() < deadline
             time.sleep(0.05)
         with pytest.raises(ModelbayError) as again:

@@ -1,0 +1,193 @@
+"""Rich renderings of datasets and training jobs."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from rich.filesize import decimal
+from rich.table import Table
+from rich.text import Text
+
+from modelbay.cli._render import when
+
+Record = Mapping[str, Any]
+
+_STATE_STYLE = {
+    "queued": "yellow",
+    "running": "cyan",
+    "succeeded": "green",
+    "failed": "red",
+    "cancelled": "magenta",
+}
+
+
+def datasets_table(datasets: Sequence[Record]) -> Table:
+    table = Table("name", "versions", "format", "rows", "size", "updated", title="datasets")
+    for d in datasets:
+        latest = d.get("latest") or {}
+        schema = latest.get("schema") or {}
+        table.add_row(
+            Text(str(d["name"]), style="bold"),
+            str(d.get("versions", 0)),
+            str(latest.get("format", "-")),
+            str(schema.get("rows", "-")),
+            decimal(int(latest.get("size", 0))),
+            when(d.get("updated_at")),
+        )
+    return table
+
+
+def dataset_grid(dataset: Record) -> Table:
+    latest = dataset.get("latest") or {}
+    schema = latest.get("schema") or {}
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    rows = {
+        "dataset": dataset["name"],
+        "version": f"{latest.get('version', '-')} of {dataset.get('versions', 0)}",
+        "format": f"{latest.get('format', '-')} ({schema.get('kind', '-')})",
+        "file": f"{latest.get('filename', '-')}, {decimal(int(latest.get('size', 0)))}",
+        "digest": latest.get("digest", "-"),
+        "rows": schema.get("rows", "-"),
+        "tenant": dataset.get("tenant", "-"),
+        "created": when(latest.get("created_at")),
+    }
+    if schema.get("image_shape"):
+        rows["image shape"] = "x".join(str(n) for n in schema["image_shape"])
+    for key, value in rows.items():
+        grid.add_row(key, Text(str(value)))
+    return grid
+
+
+def columns_table(schema: Record) -> Table:
+    table = Table(
+        "column",
+        "dtype",
+        "numeric",
+        "missing",
+        "unique",
+        "min",
+        "max",
+        "mean",
+        "std",
+        title="columns",
+    )
+    for col in schema.get("columns") or []:
+        table.add_row(
+            Text(str(col.get("name")), style="bold"),
+            str(col.get("dtype", "-")),
+            "yes" if col.get("numeric") else "no",
+            str(col.get("missing", 0)),
+            str(col.get("unique", "-")),
+            _num(col.get("min")),
+            _num(col.get("max")),
+            _num(col.get("mean")),
+            _num(col.get("std")),
+        )
+    return table
+
+
+def balance_table(counts: Mapping[str, int], title: str) -> Table:
+    total = sum(counts.values()) or 1
+    table = Table("value", "count", "share", title=title)
+    for value, count in counts.items():
+        table.add_row(Text(str(value)), str(count), f"{100 * count / total:.1f}%")
+    return table
+
+
+def class_balances(schema: Record) -> list[tuple[str, Mapping[str, int]]]:
+    """(title, counts) for the image classes, and for each column with few values."""
+    found: list[tuple[str, Mapping[str, int]]] = []
+    if schema.get("class_balance"):
+        found.append(("class balance", schema["class_balance"]))
+    for col in schema.get("columns") or []:
+        top = col.get("top")
+        if top and not schema.get("class_balance") and len(top) <= 20:
+            found.append((f"values of '{col.get('name')}'", top))
+    return found
+
+
+def jobs_table(jobs: Sequence[Record]) -> Table:
+    table = Table(
+        "job", "state", "family", "dataset", "model", "epoch", "metric", "created", title="jobs"
+    )
+    for job in jobs:
+        spec = job.get("spec") or {}
+        version = job.get("model_version")
+        table.add_row(
+            str(job["id"]),
+            state_text(str(job["state"])),
+            str(spec.get("family", "-")),
+            f"{job.get('dataset')}:{job.get('dataset_version')}",
+            f"{job.get('model')}:{version}" if version else str(job.get("model")),
+            str((job.get("metrics") or {}).get("epoch", "-")),
+            metric_text(job.get("metrics") or {}),
+            when(job.get("created_at")),
+        )
+    return table
+
+
+def job_grid(job: Record) -> Table:
+    spec = dict(job.get("spec") or {})
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    version = job.get("model_version")
+    rows: dict[str, Any] = {
+        "job": job["id"],
+        "state": state_text(str(job["state"])),
+        "family": spec.pop("family", "-"),
+        "target": f"{spec.pop('target', '-')} ({spec.pop('task', '-')})",
+        "dataset": f"{job.get('dataset')} version {job.get('dataset_version')}",
+        "model": f"{job.get('model')} version {version}" if version else job.get("model"),
+        "deploy": "yes" if job.get("deploy") else "no",
+        "attempts": job.get("attempts"),
+        "cpu seconds": job.get("cpu_seconds"),
+        "created": when(job.get("created_at")),
+        "started": when(job.get("started_at")),
+        "finished": when(job.get("finished_at")),
+    }
+    if job.get("error"):
+        rows["error"] = Text(str(job["error"]), style="red")
+    rows["hyperparameters"] = ", ".join(
+        f"{k}={v}" for k, v in spec.items() if v is not None and k != "features"
+    )
+    for key, value in rows.items():
+        grid.add_row(key, value if isinstance(value, Text) else Text(str(value)))
+    return grid
+
+
+def metrics_table(metrics: Mapping[str, Any], title: str = "metrics") -> Table:
+    table = Table("metric", "value", title=title)
+    for key, value in metrics.items():
+        table.add_row(key, _num(value))
+    return table
+
+
+def state_text(state: str) -> Text:
+    return Text(state, style=_STATE_STYLE.get(state, ""))
+
+
+def metric_text(metrics: Mapping[str, Any]) -> str:
+    for key in ("accuracy", "r2", "val_accuracy", "val_r2", "loss"):
+        if key in metrics:
+            return f"{key} {_num(metrics[key])}"
+    return "-"
+
+
+def epoch_line(data: Mapping[str, Any]) -> str:
+    parts = [f"epoch {data.get('epoch')}"]
+    for key in ("loss", "val_loss", "val_accuracy", "val_r2", "lr", "samples_per_s"):
+        if key in data:
+            parts.append(f"{key} {_num(data[key])}")
+    return "  ".join(parts)
+
+
+def _num(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)

@@ -1,0 +1,438 @@
+"""One training job, in a process of its own: ``python -m modelbay.jobs.runner``.
+
+Started by a worker holding the job's lease (``worker.py``), with the server's settings in
+the environment. It reads the dataset and the last checkpoint from the artifact store,
+trains (``modelbay.training.trainer``), stores a checkpoint and the epoch's metrics every
+epoch, and on success registers the exported model as a version with its lineage (and
+deploys it if asked). SIGUSR1 asks it to stop at the next batch (cancellation). It dies
+with its worker; every write names the lease token, so a runner whose worker lost the
+lease changes nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import resource
+import shutil
+import signal
+import sys
+import threading
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any, BinaryIO, cast
+
+from modelbay.errors import ModelbayError, NotFound
+from modelbay.jobs.lifetime import die_with_parent
+from modelbay.registry import DeploymentConfig, DeploymentStore, Registry, make_engine
+from modelbay.registry.datasets import DatasetStore
+from modelbay.registry.jobs import JobRecord, JobStore
+from modelbay.settings import Settings
+from modelbay.store import keyring_from_settings, make_store
+from modelbay.store.base import ArtifactStore
+
+log = logging.getLogger("modelbay.jobs.runner")
+
+
+class LeaseLost(Exception):
+    """Another worker holds the job now: stop without writing anything."""
+
+
+class QuotaExhausted(ModelbayError):
+    status = 429
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+class JobHooks:
+    """The trainer's hooks: metrics, checkpoints and logs into the job's rows."""
+
+    def __init__(
+        self,
+        jobs: JobStore,
+        store: ArtifactStore,
+        job: JobRecord,
+        token: str,
+        tenant_id: int,
+        seconds_per_day: float | None,
+    ):
+        self.jobs, self.store, self.job, self.token = jobs, store, job, token
+        self.tenant_id = tenant_id
+        self.seconds_per_day = seconds_per_day
+        self.stop = threading.Event()
+        self._pending: dict[int, dict[str, Any]] = {}
+        self._cpu_mark = cpu_seconds()
+
+    def cancelled(self) -> bool:
+        return self.stop.is_set()
+
+    def on_log(self, message: str) -> None:
+        if not self.jobs.log(self.job.id, self.token, message):
+            raise LeaseLost
+
+    def on_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
+        self._pending.setdefault(epoch, {})["metrics"] = metrics
+        self._write(epoch)
+
+    def on_checkpoint(self, path: Path, epoch: int) -> None:
+        # put_file consumes its file: the trainer's checkpoint stays where it is.
+        staged = self.store.staging_dir() / "checkpoint.pt"
+        shutil.copyfile(path, staged)
+        blob = self.store.put_file(staged)
+        shutil.rmtree(staged.parent, ignore_errors=True)
+        self._pending.setdefault(epoch, {})["digest"] = blob.digest
+        self._write(epoch)
+
+    def take_cpu(self) -> float:
+        """CPU seconds used since the last call, metered to the job's key."""
+        from modelbay.security.usage import add_training_seconds
+
+        now = cpu_seconds()
+        used, self._cpu_mark = now - self._cpu_mark, now
+        if self.job.created_by:
+            add_training_seconds(self.jobs.sessions, self.job.created_by, self.tenant_id, used)
+        return used
+
+    def _write(self, epoch: int) -> None:
+        entry = self._pending[epoch]
+        if "metrics" not in entry or "digest" not in entry:
+            return  # the other half (metrics or checkpoint) of this epoch comes next
+        del self._pending[epoch]
+        held, stale = self.jobs.epoch(
+            self.job.id, self.token, epoch, entry["metrics"], entry["digest"], self.take_cpu()
+        )
+        if not held:
+            raise LeaseLost
+        for digest in stale:
+            self.store.delete(digest)
+        self._check_quota()
+
+    def _check_quota(self) -> None:
+        if self.seconds_per_day is None:
+            return
+        from modelbay.security.usage import training_seconds_today
+
+        used = training_seconds_today(self.jobs.sessions, self.tenant_id)
+        if used >= self.seconds_per_day:
+            raise QuotaExhausted(
+                f"the tenant's training time today ({used:.0f} CPU seconds) reached its limit "
+                f"(training_seconds_per_day {self.seconds_per_day:g}); the job stopped after "
+                "its last checkpoint"
+            )
+
+
+def run(job_id: int, token: str) -> int:
+    settings = Settings()
+    engine = make_engine(settings.registry_url)
+    jobs = JobStore(engine)
+    store = make_store(settings.blob_dir, keyring_from_settings(settings))
+    job = jobs.get(job_id)
+    tenant_id, per_day = _tenant_limits(engine, job)
+    hooks = JobHooks(jobs, store, job, token, tenant_id, per_day)
+    signal.signal(signal.SIGUSR1, lambda *_: hooks.stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: hooks.stop.set())
+    # Ctrl-C of `modelbay serve` reaches the whole process group: the worker decides.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    work = store.staging_dir()
+    try:
+        return _train_and_register(settings, engine, jobs, store, job, token, hooks, work)
+    except LeaseLost:
+        log.warning("job %s: lease lost; another worker has it", job_id)
+        return 0
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _train_and_register(
+    settings: Settings,
+    engine: Any,
+    jobs: JobStore,
+    store: ArtifactStore,
+    job: JobRecord,
+    token: str,
+    hooks: JobHooks,
+    work: Path,
+) -> int:
+    from modelbay.training.trainer import Cancelled
+
+    registry = Registry(engine)
+    done = _registered_by(registry, job)
+    if done is not None:  # registered, then the worker died before it could say so
+        return _succeed(jobs, store, job, token, hooks, done, {}, {})
+    try:
+        result = _train(settings, engine, store, job, hooks, work)
+    except Cancelled:
+        _finish(jobs, store, job, token, "cancelled", hooks, error=None)
+        return 0
+    except LeaseLost:
+        raise
+    except ModelbayError as exc:
+        _finish(jobs, store, job, token, "failed", hooks, error=exc.message)
+        return 0
+    except Exception as exc:
+        log.exception("job %s failed", job.id)
+        _finish(jobs, store, job, token, "failed", hooks, error=f"training failed: {exc}")
+        return 0
+    metrics = dict(result.metrics)
+    for name in ("accuracy", "r2", "loss"):  # the test split's, under the plain names too
+        if f"test_{name}" in metrics:
+            metrics[name] = metrics[f"test_{name}"]
+    try:
+        version = _register(settings, registry, store, job, hooks.tenant_id, result, metrics)
+        if job.deploy:
+            _deploy(engine, settings, job.model, version)
+    except ModelbayError as exc:
+        _finish(jobs, store, job, token, "failed", hooks, error=exc.message)
+        return 0
+    outcome = {
+        "task": result.task,
+        "classes": result.classes,
+        "test_indices": result.test_indices,
+        "test_predictions": result.test_predictions,
+        "signature": result.signature.model_dump(),
+    }
+    return _succeed(jobs, store, job, token, hooks, version, metrics, outcome)
+
+
+def _train(
+    settings: Settings,
+    engine: Any,
+    store: ArtifactStore,
+    job: JobRecord,
+    hooks: JobHooks,
+    work: Path,
+) -> Any:
+    from modelbay.training.datasets import load_table
+    from modelbay.training.spec import TrainSpec
+    from modelbay.training.table import DatasetSchema
+    from modelbay.training.trainer import train
+
+    try:
+        dataset = DatasetStore(engine).version(job.dataset, job.dataset_version)
+    except NotFound:
+        raise ModelbayError(
+            f"dataset '{job.dataset}' version {job.dataset_version} was deleted", status=422
+        ) from None
+    data = work / ("data-" + Path(dataset.filename).name)
+    store.copy_to(job.dataset_digest, data)
+    spec = TrainSpec.model_validate(job.spec)
+    resume = None
+    digest, epoch = _checkpoint(engine, job.id)
+    if digest is not None:
+        resume = work / "resume.pt"
+        store.copy_to(digest, resume)
+        hooks.on_log(f"resuming from the checkpoint of epoch {epoch}")
+    table = load_table(
+        data,
+        dataset.format,
+        cast(DatasetSchema, dataset.schema_),
+        spec.target,
+        spec.task,
+        spec.features or None,
+    )
+    hooks.on_log(
+        f"training {spec.family} on {table.rows} rows of '{job.dataset}' "
+        f"({settings.job_threads} thread{'s' if settings.job_threads > 1 else ''})"
+    )
+    return train(table, spec, work / "train", hooks, resume=resume, threads=settings.job_threads)
+
+
+def _checkpoint(engine: Any, job_id: int) -> tuple[str | None, int]:
+    """The job's last checkpoint (digest, epoch), as the database has it now."""
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from modelbay.registry.tables import JobRow
+
+    with Session(engine) as s:
+        row = s.execute(
+            select(JobRow.checkpoint_digest, JobRow.checkpoint_epoch).where(JobRow.id == job_id)
+        ).one()
+        return row[0], int(row[1])
+
+
+def _register(
+    settings: Settings,
+    registry: Registry,
+    store: ArtifactStore,
+    job: JobRecord,
+    tenant_id: int,
+    result: Any,
+    metrics: dict[str, Any],
+) -> int:
+    import modelbay
+    from modelbay.catalog import Catalog, PushRequest
+    from modelbay.serving.validator import validate_here
+
+    catalog = Catalog(
+        registry,
+        store,
+        max_upload_bytes=settings.max_upload_bytes,
+        threads=1,
+        validator=validate_here,
+    )
+    files = sorted(p for p in Path(result.model_dir).rglob("*") if p.is_file())
+    lineage = {
+        "job": job.id,
+        "dataset": job.dataset,
+        "dataset_version": job.dataset_version,
+        "dataset_digest": job.dataset_digest,
+        "spec": job.spec,
+        "code_version": modelbay.__version__,
+    }
+    with ExitStack() as stack:
+        streams: list[tuple[str, BinaryIO]] = [
+            (p.relative_to(result.model_dir).as_posix(), stack.enter_context(open(p, "rb")))
+            for p in files
+        ]
+        record = catalog.push(
+            job.model,
+            PushRequest(
+                files=streams,
+                format=result.format,
+                entrypoint=result.entrypoint,
+                signature=result.signature,
+                description=f"trained by job {job.id}: {job.spec.get('family')} on "
+                f"'{job.dataset}' version {job.dataset_version}",
+                metrics=metrics,
+                source=lineage,
+                created_by=job.created_by,
+                tenant_id=tenant_id,
+                own=True,
+            ),
+        )
+    changes: dict[str, Any] = {"task": result.task}
+    if result.classes:
+        changes["labels"] = list(result.classes)
+    registry.update_model(job.model, **changes)
+    _bump(settings, "MODELS")
+    return record.version
+
+
+def _deploy(engine: Any, settings: Settings, model: str, version: int) -> None:
+    deployments = DeploymentStore(engine)
+    try:
+        deployments.get(model)
+    except NotFound:
+        deployments.create(model, str(version), DeploymentConfig())
+    else:
+        deployments.update(model, target=str(version))
+    _bump(settings, "DEPLOYMENTS")
+
+
+def _bump(settings: Settings, domain: str) -> None:
+    """Tell the frontends of this data directory at once (others reconcile on a timer)."""
+    from modelbay.frontends.epochs import Domain, SharedEpochs
+    from modelbay.frontends.run import RunDir
+
+    try:
+        epochs = SharedEpochs(RunDir(settings.data_dir).epochs_file)
+        epochs.bump(Domain[domain])
+        epochs.close()
+    except OSError:
+        pass
+
+
+def _registered_by(registry: Registry, job: JobRecord) -> int | None:
+    """The version a previous attempt of ``job`` registered, if any."""
+    try:
+        versions = registry.list_versions(job.model)
+    except NotFound:
+        return None
+    for v in versions:
+        if v.source.get("job") == job.id and v.source.get("dataset_digest") == job.dataset_digest:
+            return v.version
+    return None
+
+
+def _succeed(
+    jobs: JobStore,
+    store: ArtifactStore,
+    job: JobRecord,
+    token: str,
+    hooks: JobHooks,
+    version: int,
+    metrics: dict[str, Any],
+    outcome: dict[str, Any],
+) -> int:
+    held, stale = jobs.finish(
+        job.id,
+        token,
+        "succeeded",
+        metrics=metrics,
+        result=outcome or None,
+        model_version=version,
+        cpu_seconds=hooks.take_cpu(),
+    )
+    for digest in stale:
+        store.delete(digest)
+    _audit(job, "jobs.succeeded", {"model": job.model, "version": version})
+    return 0
+
+
+def _finish(
+    jobs: JobStore,
+    store: ArtifactStore,
+    job: JobRecord,
+    token: str,
+    state: Any,
+    hooks: JobHooks,
+    *,
+    error: str | None,
+) -> None:
+    held, stale = jobs.finish(job.id, token, state, error=error, cpu_seconds=hooks.take_cpu())
+    for digest in stale:
+        store.delete(digest)
+    _audit(job, f"jobs.{state}", {"error": error} if error else {})
+
+
+def _audit(job: JobRecord, action: str, details: dict[str, Any]) -> None:
+    from modelbay.security.audit import AuditLog
+
+    settings = Settings()
+    try:
+        AuditLog(make_engine(settings.registry_url), *settings.audit_files).append(
+            actor=job.created_by or "worker",
+            action=action,
+            target={"job": job.id, "tenant": job.tenant},
+            # as a request's would read: done, given up by its client, or failed
+            result={"jobs.succeeded": 200, "jobs.cancelled": 499}.get(action, 500),
+            details=details,
+        )
+    except Exception:  # the job's outcome is recorded; a failed audit write is logged
+        log.exception("could not audit %s of job %s", action, job.id)
+
+
+def _tenant_limits(engine: Any, job: JobRecord) -> tuple[int, float | None]:
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from modelbay.registry.tables import JobRow, TenantRow
+
+    with Session(engine) as s:
+        row = s.execute(
+            select(JobRow.tenant_id, TenantRow.training_seconds_per_day)
+            .join(TenantRow, TenantRow.id == JobRow.tenant_id)
+            .where(JobRow.id == job.id)
+        ).one()
+        return int(row[0]), row[1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m modelbay.jobs.runner")
+    parser.add_argument("--job", type=int, required=True)
+    parser.add_argument("--token", required=True)
+    parser.add_argument("--parent", type=int, required=True)
+    args = parser.parse_args(argv)
+    die_with_parent(args.parent)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("onnx_ir", "onnxscript", "torch.onnx"):  # a line per export pass
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    return run(args.job, args.token)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

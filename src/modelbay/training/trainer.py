@@ -1,0 +1,572 @@
+"""The training loop of a job: splits, epochs, validation, checkpoints, early stopping, the
+ONNX export and the test predictions of the exported model.
+
+A job calls ``train`` in a process of its own and follows it through ``Hooks``: metrics per
+epoch, log lines, a checkpoint per epoch (``workdir/checkpoint.pt``, resumable exactly with
+``resume=``) and cancellation, checked before every batch.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import pickle
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from modelbay.errors import InvalidRequest
+from modelbay.runtimes import load_runtime
+from modelbay.tensors import Signature
+from modelbay.training.export import INPUT, export_onnx
+from modelbay.training.families import TrainedModel, build_model
+from modelbay.training.spec import TrainSpec
+from modelbay.training.table import InvalidDataset, Table, Task
+
+CHECKPOINT = "checkpoint.pt"
+CHECKPOINT_FORMAT = 1
+EVAL_CHUNK = 4096
+EPOCH_GATHER_BYTES = 256 << 20
+
+Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class Hooks(Protocol):
+    """How a job follows and steers ``train``."""
+
+    def on_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
+        """After each epoch (1-based): loss (mean over the epoch's training rows), val_loss,
+        val_accuracy or val_r2 (with a validation split), lr (the epoch's first), samples_per_s
+        (training rows per second of the batch loop) and seconds (the whole epoch, validation
+        and checkpoint included). Regression losses are mean squared errors of the
+        standardised target."""
+
+    def on_log(self, message: str) -> None:
+        """A line for the job's log."""
+
+    def cancelled(self) -> bool:
+        """Checked before every batch; True stops training with ``Cancelled``."""
+
+    def on_checkpoint(self, path: Path, epoch: int) -> None:
+        """After ``path`` (``workdir/checkpoint.pt``) holds the state after ``epoch``."""
+
+
+class NoHooks:
+    """Hooks that do nothing (benchmarks, scripts)."""
+
+    def on_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
+        pass
+
+    def on_log(self, message: str) -> None:
+        pass
+
+    def cancelled(self) -> bool:
+        return False
+
+    def on_checkpoint(self, path: Path, epoch: int) -> None:
+        pass
+
+
+class Cancelled(Exception):
+    """Training stopped because ``Hooks.cancelled`` said so; the checkpoint of the last
+    complete epoch stays in the work directory."""
+
+
+@dataclass
+class TrainResult:
+    """A trained model, exported, with its test-split metrics and predictions."""
+
+    model_dir: Path  # holds the entrypoint, model.onnx
+    format: str  # "onnx"
+    entrypoint: str
+    signature: Signature
+    task: Task
+    classes: list[str] | None
+    metrics: dict[str, float]  # test_accuracy|test_r2, test_loss, epochs, best_epoch, ...
+    test_indices: list[int]  # rows of the table in the test split, ascending
+    test_predictions: list[int] | list[float]  # per test row, from the exported model
+
+
+@dataclass(frozen=True)
+class Splits:
+    """Row indices (ascending) of the training, validation and test splits."""
+
+    train: np.ndarray
+    validation: np.ndarray
+    test: np.ndarray
+
+
+def split_rows(table: Table, spec: TrainSpec) -> Splits:
+    """Deterministic splits from ``spec.seed``: ``test_split`` of the rows for testing, then
+    ``validation_split`` of the rest for validation, the rest for training. Classification
+    splits are stratified: each class gets its share (largest remainders, so the totals are
+    the rounded fractions of all rows)."""
+    rng = np.random.default_rng(spec.seed)
+    if spec.task == "classification":
+        groups = [np.flatnonzero(table.target == c) for c in np.unique(table.target)]
+    else:
+        groups = [np.arange(table.rows)]
+    counts = np.array([len(group) for group in groups])
+    n_test = _quotas(counts, spec.test_split)
+    n_validation = _quotas(counts - n_test, spec.validation_split)
+    train, validation, test = [], [], []
+    for group, t, v in zip(groups, n_test, n_validation, strict=True):
+        rows = rng.permutation(group)
+        test.append(rows[:t])
+        validation.append(rows[t : t + v])
+        train.append(rows[t + v :])
+    return Splits(
+        *(np.sort(np.concatenate(part)).astype(np.int64) for part in (train, validation, test))
+    )
+
+
+def _quotas(counts: np.ndarray, fraction: float) -> np.ndarray:
+    """Rows to take from each group: ``fraction`` of each, rounded so that the total is
+    ``round(sum(counts) * fraction)`` (the largest remainders round up)."""
+    exact = counts * fraction
+    quotas = np.floor(exact).astype(np.int64)
+    extra = round(float(counts.sum()) * fraction) - int(quotas.sum())
+    if extra > 0:
+        quotas[np.argsort(quotas - exact, kind="stable")[:extra]] += 1
+    return quotas
+
+
+@dataclass
+class _Progress:
+    """What early stopping and resuming need besides the torch state."""
+
+    epoch: int = 0
+    best: float = math.nan
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    stopped: bool = False
+    best_model: dict[str, torch.Tensor] | None = None
+
+
+def train(
+    table: Table,
+    spec: TrainSpec,
+    workdir: Path,
+    hooks: Hooks,
+    *,
+    resume: Path | None = None,
+    threads: int = 1,
+) -> TrainResult:
+    """Train ``spec`` on ``table``, checkpointing to ``workdir/checkpoint.pt`` after every
+    epoch, and export the model to ``workdir/model/model.onnx``. ``resume``: a checkpoint of
+    this spec and table; training continues after its epoch and ends as a run that was
+    never interrupted would have."""
+    torch.set_num_threads(threads)
+    _check_table(table, spec)
+    workdir.mkdir(parents=True, exist_ok=True)
+    classifier = spec.task == "classification"
+    splits = split_rows(table, spec)
+    _check_splits(splits, spec, table.rows)
+    hooks.on_log(
+        f"{table.rows} rows: {len(splits.train)} training, {len(splits.validation)} "
+        f"validation, {len(splits.test)} test"
+    )
+
+    features = torch.from_numpy(np.ascontiguousarray(table.features, dtype=np.float32))
+    target = torch.from_numpy(table.target.astype(np.int64 if classifier else np.float32))
+    train_rows = torch.from_numpy(splits.train)
+    num_outputs = len(table.classes or []) if classifier else 1
+
+    torch.manual_seed(spec.seed)
+    model = build_model(spec, tuple(features.shape[1:]), num_outputs)
+    model.normalize.fit(features[train_rows])
+    if not classifier:
+        model.fit_target(target[train_rows])
+    target_fit = _fitted(model, target)
+    criterion = _criterion(spec, target[train_rows], num_outputs)
+    optimizer = _optimizer(spec, model)
+    data = _TrainingRows(features, target_fit, train_rows, _batches(spec, len(train_rows), model))
+    scheduler = _scheduler(spec, optimizer, len(data.batches))
+    generator = torch.Generator().manual_seed(spec.seed)
+    progress = _Progress()
+    if resume is not None:
+        progress = _restore(resume, spec, table.rows, model, optimizer, scheduler, generator)
+        hooks.on_log(f"resumed from the checkpoint of epoch {progress.epoch}")
+
+    x_val = features[splits.validation]
+    y_val = target_fit[splits.validation]
+    per_batch = scheduler if isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR) else None
+    l1_weights = [p for p in model.parameters() if p.dim() > 1] if spec.l1 > 0 else []
+    sizes = torch.tensor([stop - start for start, stop in data.batches], dtype=torch.float32)
+    trained_rows = int(sizes.sum())
+    path = workdir / CHECKPOINT
+    for epoch in range(progress.epoch + 1, spec.epochs + 1):
+        if progress.stopped:
+            break
+        started = time.perf_counter()
+        lr = float(optimizer.param_groups[0]["lr"])
+        model.train()
+        order = torch.randperm(len(train_rows), generator=generator)
+        losses: list[torch.Tensor] = []  # per batch; summed once the epoch is done
+        for xb, yb in data.epoch(order):
+            if hooks.cancelled():
+                raise Cancelled(f"cancelled in epoch {epoch}")
+            optimizer.zero_grad(set_to_none=True)
+            loss = criterion(model.logits(xb), yb)
+            losses.append(loss.detach())
+            if l1_weights:
+                loss = loss + spec.l1 * sum(w.abs().sum() for w in l1_weights)
+            loss.backward()  # type: ignore[no-untyped-call]
+            optimizer.step()
+            if per_batch is not None:
+                per_batch.step()
+        loop_seconds = time.perf_counter() - started
+        metrics = {"loss": float(torch.stack(losses) @ sizes) / trained_rows, "lr": lr}
+        if len(x_val):
+            val_loss, score = _evaluate(model, x_val, y_val, criterion)
+            metrics["val_loss"] = val_loss
+            metrics["val_accuracy" if classifier else "val_r2"] = score
+            _early_stopping(progress, spec, model, epoch, metrics[spec.monitor])
+        else:
+            progress.best_epoch = epoch
+        _step_epoch(scheduler, metrics)
+        progress.epoch = epoch
+        _save(path, spec, table.rows, model, optimizer, scheduler, generator, progress)
+        metrics["samples_per_s"] = trained_rows / max(loop_seconds, 1e-9)
+        metrics["seconds"] = time.perf_counter() - started
+        hooks.on_epoch(epoch, metrics)
+        hooks.on_checkpoint(path, epoch)
+        if progress.stopped:
+            hooks.on_log(
+                f"early stopping after epoch {epoch}: {spec.monitor} has not improved for "
+                f"{spec.early_stopping} epochs (best: epoch {progress.best_epoch})"
+            )
+
+    if progress.best_model is not None:
+        model.load_state_dict(progress.best_model)
+    model.eval()
+    model_dir = workdir / "model"
+    example = features[train_rows[:4]]
+    entrypoint, signature = export_onnx(model, example, model_dir, spec.task, num_outputs)
+    hooks.on_log(f"exported {entrypoint}")
+    metrics = {
+        "epochs": float(progress.epoch),
+        "best_epoch": float(progress.best_epoch),
+        "stopped_early": float(progress.stopped),
+    }
+    predictions: list[int] | list[float] = []
+    if len(splits.test):
+        x_test = features[splits.test]
+        metrics["test_loss"], _ = _evaluate(model, x_test, target_fit[splits.test], criterion)
+        outputs = _served_outputs(model_dir, entrypoint, signature, x_test.numpy(), threads)
+        truth = table.target[splits.test]
+        if classifier:
+            predicted = outputs.argmax(axis=1)
+            metrics["test_accuracy"] = float(np.mean(predicted == truth))
+            predictions = [int(c) for c in predicted]
+        else:
+            metrics["test_r2"] = _r2(outputs.astype(np.float64), truth.astype(np.float64))
+            predictions = [float(v) for v in outputs]
+    return TrainResult(
+        model_dir=model_dir,
+        format="onnx",
+        entrypoint=entrypoint,
+        signature=signature,
+        task=spec.task,
+        classes=list(table.classes) if classifier and table.classes else None,
+        metrics=metrics,
+        test_indices=[int(i) for i in splits.test],
+        test_predictions=predictions,
+    )
+
+
+class _TrainingRows:
+    """The training split in shuffled batches. Up to ``EPOCH_GATHER_BYTES`` it is copied
+    once, then gathered in each epoch's order and sliced; a larger one (images) is gathered
+    batch by batch from the data, so that it is held in memory once."""
+
+    def __init__(
+        self,
+        features: torch.Tensor,
+        target: torch.Tensor,
+        rows: torch.Tensor,
+        batches: list[tuple[int, int]],
+    ) -> None:
+        self.batches = batches
+        self.rows = rows
+        self.copied = len(rows) * features[:1].nbytes <= EPOCH_GATHER_BYTES
+        self.features = features[rows] if self.copied else features
+        self.target = target[rows] if self.copied else target
+
+    def epoch(self, order: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(features, target) of each batch, ``order`` being a permutation of the split."""
+        if self.copied:
+            xs, ys = self.features[order], self.target[order]
+            for start, stop in self.batches:
+                yield xs[start:stop], ys[start:stop]
+        else:
+            rows = self.rows[order]
+            for start, stop in self.batches:
+                picked = rows[start:stop]
+                yield self.features[picked], self.target[picked]
+
+
+def _batches(spec: TrainSpec, rows: int, model: nn.Module) -> list[tuple[int, int]]:
+    """``(start, stop)`` of each batch of an epoch over ``rows`` shuffled training rows."""
+    size = rows if spec.batch_size == "full" else min(spec.batch_size, rows)
+    batches = [(start, min(start + size, rows)) for start in range(0, rows, size)]
+    if rows % size == 1 and _has_batchnorm(model):
+        batches.pop()  # BatchNorm cannot train on one row: leave the odd row out this epoch
+    return batches
+
+
+def _check_table(table: Table, spec: TrainSpec) -> None:
+    """The table must be what the spec was resolved for."""
+    shape = tuple(table.features.shape[1:])
+    if table.features.ndim not in (2, 4) or table.target.shape != (table.rows,):
+        raise InvalidDataset(
+            f"features must be [N, F] or [N, C, H, W] and the target [N]; got "
+            f"{list(table.features.shape)} and {list(table.target.shape)}"
+        )
+    if spec.features is not None and shape != (len(spec.features),):
+        raise InvalidDataset(
+            f"the table has rows of shape {list(shape)}; the spec names "
+            f"{len(spec.features)} features"
+        )
+    values = math.prod(shape)
+    if spec.input_shape is not None and math.prod(spec.input_shape) != values:
+        raise InvalidDataset(
+            f"rows of shape {list(shape)} cannot be read as {spec.input_shape} (input_shape)"
+        )
+    if spec.steps is not None and values % spec.steps:
+        raise InvalidDataset(f"rows of {values} values cannot be read as {spec.steps} steps")
+    if not np.isfinite(table.features).all():
+        bad = np.flatnonzero(~np.isfinite(table.features).reshape(table.rows, -1).all(axis=0))
+        names = table.feature_names if table.features.ndim == 2 else ["image"]
+        where = names[int(bad[0])] if table.features.ndim == 2 else "image pixels"
+        raise InvalidDataset(f"feature '{where}' has missing or infinite values; fill or drop them")
+    if spec.task == "classification":
+        classes = len(table.classes or [])
+        if classes < 2:
+            raise InvalidDataset(f"classification needs at least 2 classes; got {classes}")
+        if (
+            table.target.dtype.kind not in "iu"
+            or table.target.min() < 0
+            or (table.target.max() >= classes)
+        ):
+            raise InvalidDataset(f"a classification target must be class indices 0..{classes - 1}")
+    elif not np.isfinite(table.target.astype(np.float64)).all():
+        raise InvalidDataset(
+            f"target '{table.target_name}' has missing or infinite values; fill or drop them"
+        )
+
+
+def _check_splits(splits: Splits, spec: TrainSpec, rows: int) -> None:
+    if len(splits.train) < 2:
+        raise InvalidDataset(f"{rows} rows leave {len(splits.train)} for training; at least 2")
+    if spec.validation_split > 0 and not len(splits.validation):
+        raise InvalidDataset(
+            f"{rows} rows are too few for validation_split={spec.validation_split}"
+        )
+    if spec.test_split > 0 and not len(splits.test):
+        raise InvalidDataset(f"{rows} rows are too few for test_split={spec.test_split}")
+
+
+def _fitted(model: TrainedModel, target: torch.Tensor) -> torch.Tensor:
+    """What the loss compares ``logits`` with: class indices, or the standardised target."""
+    if model.classifier:
+        return target
+    return (target - model.target_mean) / model.target_std
+
+
+def _criterion(spec: TrainSpec, y_train: torch.Tensor, num_outputs: int) -> Criterion:
+    """Cross-entropy (perceptron: multi-class hinge), with balanced class weights if asked;
+    regression: mean squared error of the standardised target."""
+    if spec.task == "regression":
+        mse = nn.MSELoss()
+        return lambda logits, y: mse(logits[:, 0], y)
+    weight = None
+    if spec.class_weights == "balanced":
+        counts = torch.bincount(y_train, minlength=num_outputs).to(torch.float32)
+        weight = len(y_train) / (num_outputs * counts.clamp(min=1))
+    if spec.family == "perceptron":
+        return nn.MultiMarginLoss(weight=weight)
+    return nn.CrossEntropyLoss(weight=weight)
+
+
+def _optimizer(spec: TrainSpec, model: nn.Module) -> torch.optim.Optimizer:
+    params = model.parameters()
+    if spec.optimizer == "sgd":
+        return torch.optim.SGD(
+            params, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay
+        )
+    if spec.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=spec.lr, weight_decay=spec.weight_decay)
+    return torch.optim.Adam(params, lr=spec.lr, weight_decay=spec.weight_decay)
+
+
+Scheduler = torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau
+
+
+def _scheduler(spec: TrainSpec, optimizer: torch.optim.Optimizer, batches: int) -> Scheduler | None:
+    """The lr schedule; onecycle steps per batch, the others per epoch (plateau on
+    val_loss, waiting ``step_size`` epochs)."""
+    sched = torch.optim.lr_scheduler
+    if spec.lr_schedule == "step":
+        return sched.StepLR(optimizer, step_size=spec.step_size, gamma=spec.gamma)
+    if spec.lr_schedule == "cosine":
+        return sched.CosineAnnealingLR(optimizer, T_max=spec.epochs)
+    if spec.lr_schedule == "onecycle":
+        return sched.OneCycleLR(optimizer, max_lr=spec.lr, total_steps=spec.epochs * batches)
+    if spec.lr_schedule == "plateau":
+        return sched.ReduceLROnPlateau(optimizer, factor=spec.gamma, patience=spec.step_size)
+    return None
+
+
+def _step_epoch(scheduler: Scheduler | None, metrics: dict[str, float]) -> None:
+    if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        scheduler.step(metrics["val_loss"])
+    elif scheduler is not None and not isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR):
+        scheduler.step()
+
+
+def _has_batchnorm(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+def _evaluate(
+    model: TrainedModel, x: torch.Tensor, y: torch.Tensor, criterion: Criterion
+) -> tuple[float, float]:
+    """Loss and accuracy (classification) or R² (regression) of ``model`` on ``x``."""
+    model.eval()
+    with torch.no_grad():
+        logits = torch.cat(
+            [model.logits(x[i : i + EVAL_CHUNK]) for i in range(0, len(x), EVAL_CHUNK)]
+        )
+        loss = float(criterion(logits, y))
+        if model.classifier:
+            return loss, float((logits.argmax(dim=1) == y).to(torch.float32).mean())
+        return loss, _r2(logits[:, 0].numpy().astype(np.float64), y.numpy().astype(np.float64))
+
+
+def _r2(predicted: np.ndarray, truth: np.ndarray) -> float:
+    """Coefficient of determination: 1 − Σ(y − ŷ)² / Σ(y − ȳ)² (0 for a constant y)."""
+    total = float(np.sum((truth - truth.mean()) ** 2))
+    residual = float(np.sum((truth - predicted) ** 2))
+    return 1.0 - residual / total if total > 0 else 0.0
+
+
+def _early_stopping(
+    progress: _Progress, spec: TrainSpec, model: nn.Module, epoch: int, value: float
+) -> None:
+    """Track the best epoch of ``spec.monitor``; with ``early_stopping``, keep its weights
+    and stop after that many epochs without improvement."""
+    lower = spec.monitor == "val_loss"
+    if math.isnan(progress.best) or (value < progress.best if lower else value > progress.best):
+        progress.best, progress.best_epoch, progress.bad_epochs = value, epoch, 0
+        if spec.early_stopping:
+            progress.best_model = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        return
+    progress.bad_epochs += 1
+    if spec.early_stopping and progress.bad_epochs >= spec.early_stopping:
+        progress.stopped = True
+
+
+def _save(
+    path: Path,
+    spec: TrainSpec,
+    rows: int,
+    model: TrainedModel,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Scheduler | None,
+    generator: torch.Generator,
+    progress: _Progress,
+) -> None:
+    """Write the checkpoint atomically (a temporary file, then ``os.replace``): plain
+    tensors, numbers and strings, loadable with ``weights_only=True``."""
+    state: dict[str, Any] = {
+        "format": CHECKPOINT_FORMAT,
+        "spec": spec.model_dump(mode="json"),
+        "rows": rows,
+        "epoch": progress.epoch,
+        "best": progress.best,
+        "best_epoch": progress.best_epoch,
+        "bad_epochs": progress.bad_epochs,
+        "stopped": progress.stopped,
+        "best_model": progress.best_model,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "rng": torch.get_rng_state(),
+        "generator": generator.get_state(),
+        "normalization": {
+            "mean": model.normalize.mean,
+            "std": model.normalize.std,
+            "target_mean": model.target_mean,
+            "target_std": model.target_std,
+        },
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def _restore(
+    path: Path,
+    spec: TrainSpec,
+    rows: int,
+    model: TrainedModel,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Scheduler | None,
+    generator: torch.Generator,
+) -> _Progress:
+    """Load a checkpoint written by ``_save`` into the freshly built objects."""
+    try:
+        state = torch.load(path, weights_only=True)
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
+        raise InvalidRequest(
+            f"cannot read checkpoint '{path.name}': {exc}", param="resume", status=422
+        ) from exc
+    if state.get("format") != CHECKPOINT_FORMAT or state.get("spec") != spec.model_dump(
+        mode="json"
+    ):
+        raise InvalidRequest(
+            "the checkpoint was written for another training spec", param="resume", status=422
+        )
+    if state.get("rows") != rows:
+        raise InvalidRequest(
+            f"the checkpoint was written for {state.get('rows')} rows, not {rows}",
+            param="resume",
+            status=422,
+        )
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    if scheduler is not None:
+        scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["rng"])
+    generator.set_state(state["generator"])
+    return _Progress(
+        epoch=int(state["epoch"]),
+        best=float(state["best"]),
+        best_epoch=int(state["best_epoch"]),
+        bad_epochs=int(state["bad_epochs"]),
+        stopped=bool(state["stopped"]),
+        best_model=state["best_model"],
+    )
+
+
+def _served_outputs(
+    model_dir: Path, entrypoint: str, signature: Signature, x: np.ndarray, threads: int
+) -> np.ndarray:
+    """The exported model's output on ``x``, run as a served model runs it."""
+    runtime = load_runtime("onnx", model_dir, entrypoint, signature, threads=threads)
+    try:
+        name = signature.outputs[0].name
+        chunks = [
+            runtime.infer({INPUT: x[i : i + EVAL_CHUNK]})[name]
+            for i in range(0, len(x), EVAL_CHUNK)
+        ]
+    finally:
+        runtime.unload()
+    return np.concatenate(chunks)
