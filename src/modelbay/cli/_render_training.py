@@ -62,18 +62,10 @@ def dataset_grid(dataset: Record) -> Table:
 
 
 def columns_table(schema: Record) -> Table:
-    table = Table(
-        "column",
-        "dtype",
-        "numeric",
-        "missing",
-        "unique",
-        "min",
-        "max",
-        "mean",
-        "std",
-        title="columns",
-    )
+    table = Table(title="columns")
+    table.add_column("column", no_wrap=True)
+    for name in ("dtype", "numeric", "missing", "unique", "min", "max", "mean", "std"):
+        table.add_column(name)
     for col in schema.get("columns") or []:
         table.add_row(
             Text(str(col.get("name")), style="bold"),
@@ -138,7 +130,7 @@ def job_grid(job: Record) -> Table:
     rows: dict[str, Any] = {
         "job": job["id"],
         "state": state_text(str(job["state"])),
-        "family": spec.pop("family", "-"),
+        "family": (family := str(spec.pop("family", "-"))),
         "target": f"{spec.pop('target', '-')} ({spec.pop('task', '-')})",
         "dataset": f"{job.get('dataset')} version {job.get('dataset_version')}",
         "model": f"{job.get('model')} version {version}" if version else job.get("model"),
@@ -152,11 +144,40 @@ def job_grid(job: Record) -> Table:
     if job.get("error"):
         rows["error"] = Text(str(job["error"]), style="red")
     rows["hyperparameters"] = ", ".join(
-        f"{k}={v}" for k, v in spec.items() if v is not None and k != "features"
+        f"{k}={_plain(v)}" for k, v in spec.items() if _shown(k, v, spec, family)
     )
     for key, value in rows.items():
         grid.add_row(key, value if isinstance(value, Text) else Text(str(value)))
     return grid
+
+
+_ONLY_FOR = {
+    "hidden": ("mlp",),
+    "hidden_size": ("rnn", "lstm", "gru"),
+    "layers": ("rnn", "lstm", "gru"),
+    "steps": ("rnn", "lstm", "gru"),
+    "channels": ("resnet",),
+    "input_shape": ("cnn", "resnet"),
+}
+
+
+def _shown(key: str, value: Any, spec: Mapping[str, Any], family: str) -> bool:
+    """Whether a hyperparameter means something for this job (the spec holds them all)."""
+    if value is None or key == "features":
+        return False
+    if key in _ONLY_FOR:
+        return family in _ONLY_FOR[key]
+    if key == "momentum":
+        return spec.get("optimizer") == "sgd"
+    if key in ("step_size", "gamma"):
+        return spec.get("lr_schedule") in ("step", "plateau")
+    return True
+
+
+def _plain(value: Any) -> str:
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
+    return str(value)
 
 
 def metrics_table(metrics: Mapping[str, Any], title: str = "metrics") -> Table:

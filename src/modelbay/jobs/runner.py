@@ -177,7 +177,7 @@ def _train_and_register(
         _finish(jobs, store, job, token, "failed", hooks, error=f"training failed: {exc}")
         return 0
     metrics = dict(result.metrics)
-    for name in ("accuracy", "r2", "loss"):  # the test split's, under the plain names too
+    for name in ("accuracy", "r2"):  # the test split's score, under its plain name too
         if f"test_{name}" in metrics:
             metrics[name] = metrics[f"test_{name}"]
     try:
