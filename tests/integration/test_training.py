@@ -317,6 +317,12 @@ def test_consumers_may_not_train_and_other_tenants_see_nothing(trainer: RunningS
     )
     listed = http.get(f"{trainer.url}/api/v1/jobs", headers=http.auth(outsider)).json()["jobs"]
     assert listed == []
+    # Ids that cannot exist (no number, past a SQL integer) are unknown, not server errors.
+    for odd in ("1e-12", "2147483648", "61310692070781664"):
+        answer = http.get(f"{trainer.url}/api/v1/jobs/{odd}")
+        assert answer.status_code == 404, (odd, answer.text)
+    answer = http.get(f"{trainer.url}/api/v1/jobs/{job_id}/events", params={"after": 2**31})
+    assert answer.status_code == 422, answer.text
 
 
 # -- the queue: a worker killed mid-job, cancellation, limits ------------------------------

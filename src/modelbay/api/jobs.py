@@ -19,10 +19,11 @@ from modelbay.api.errors import error_responses
 from modelbay.api.fields import Name
 from modelbay.jobs.submit import submit_training
 from modelbay.registry.jobs import FINISHED, JobEvent, JobRecord
+from modelbay.security.access import MAX_JOB_ID
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
 
-JobId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The job's id")]
+JobId = Annotated[int, Path(ge=1, le=MAX_JOB_ID, description="The job's id")]
 
 FOLLOW_POLL_S = 0.5
 KEEPALIVE_S = 15.0
@@ -63,7 +64,7 @@ class JobEvents(BaseModel):
     "",
     status_code=status.HTTP_201_CREATED,
     summary="Queue a training job",
-    responses=error_responses(404, 409, 422, 429),
+    responses=error_responses(400, 404, 409, 422, 429),
 )
 def create_job(
     ctx: ContextDep, principal: PrincipalDep, request: Request, body: JobCreate
@@ -116,7 +117,7 @@ def get_job(ctx: ContextDep, job: JobId) -> JobRecord:
 async def job_events(
     ctx: ContextDep,
     job: JobId,
-    after: Annotated[int, Query(ge=0, le=2**62, description="Only events after this id")] = 0,
+    after: Annotated[int, Query(ge=0, le=MAX_JOB_ID, description="Only events after this id")] = 0,
     follow: bool = False,
 ) -> JobEvents | StreamingResponse:
     await run_in_threadpool(ctx.jobs.get, job)  # 404 before a stream starts

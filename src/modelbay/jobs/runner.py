@@ -213,9 +213,11 @@ def _train(
     try:
         dataset = DatasetStore(engine).version(job.dataset, job.dataset_version)
     except NotFound:
+        dataset = None
+    if dataset is None or dataset.digest != job.dataset_digest:  # deleted (and pushed anew)
         raise ModelbayError(
             f"dataset '{job.dataset}' version {job.dataset_version} was deleted", status=422
-        ) from None
+        )
     data = work / ("data-" + Path(dataset.filename).name)
     store.copy_to(job.dataset_digest, data)
     spec = TrainSpec.model_validate(job.spec)
@@ -369,7 +371,8 @@ def _succeed(
     )
     for digest in stale:
         store.delete(digest)
-    _audit(job, "jobs.succeeded", {"model": job.model, "version": version})
+    if held:  # else the worker holding the job now ends (and audits) it
+        _audit(job, "jobs.succeeded", {"model": job.model, "version": version})
     return 0
 
 
@@ -386,7 +389,8 @@ def _finish(
     held, stale = jobs.finish(job.id, token, state, error=error, cpu_seconds=hooks.take_cpu())
     for digest in stale:
         store.delete(digest)
-    _audit(job, f"jobs.{state}", {"error": error} if error else {})
+    if held:
+        _audit(job, f"jobs.{state}", {"error": error} if error else {})
 
 
 def _audit(job: JobRecord, action: str, details: dict[str, Any]) -> None:

@@ -33,7 +33,9 @@ from modelbay.security.principals import ROLE_FOR_SCOPE, Principal, Scope
 from modelbay.security.tokens import KEY_ID
 
 Resource = Literal["model", "deployment", "tenant", "key", "dataset", "job"]
-JOB_ID = re.compile(r"[1-9][0-9]{0,17}\Z")
+JOB_ID = re.compile(r"[1-9][0-9]{0,9}\Z")
+MAX_JOB_ID = 2**31 - 1
+"""Job ids are SQL integers: 32 bits on PostgreSQL."""
 _NAMES = {
     "model": MODEL_NAME,
     "deployment": MODEL_NAME,
@@ -121,6 +123,8 @@ class ResourceDirectory:
             elif kind == "dataset":
                 tenant_id = s.scalar(select(DatasetRow.tenant_id).where(DatasetRow.name == name))
             elif kind == "job":
+                if int(name) > MAX_JOB_ID:
+                    return None
                 tenant_id = s.scalar(select(JobRow.tenant_id).where(JobRow.id == int(name)))
             else:
                 tenant_id = s.scalar(select(ApiKeyRow.tenant_id).where(ApiKeyRow.key_id == name))
