@@ -33,8 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from modelbay.training.families import build_model  # noqa: E402
 from modelbay.training.spec import TrainSpec, resolve_spec  # noqa: E402
+from modelbay.training.splits import split_rows  # noqa: E402
 from modelbay.training.table import ColumnStats, DatasetSchema, Table  # noqa: E402
-from modelbay.training.trainer import Cancelled, NoHooks, split_rows, train  # noqa: E402
+from modelbay.training.trainer import Cancelled, NoHooks, train  # noqa: E402
 
 
 def digits(rows: int) -> Table:

@@ -10,6 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from modelbay.cli._render import when
+from modelbay.training.spec import applies
 
 Record = Mapping[str, Any]
 
@@ -122,7 +123,8 @@ def jobs_table(jobs: Sequence[Record]) -> Table:
 
 
 def job_grid(job: Record) -> Table:
-    spec = dict(job.get("spec") or {})
+    full = dict(job.get("spec") or {})
+    spec = dict(full)
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
     grid.add_column()
@@ -130,7 +132,7 @@ def job_grid(job: Record) -> Table:
     rows: dict[str, Any] = {
         "job": job["id"],
         "state": state_text(str(job["state"])),
-        "family": (family := str(spec.pop("family", "-"))),
+        "family": spec.pop("family", "-"),
         "target": f"{spec.pop('target', '-')} ({spec.pop('task', '-')})",
         "dataset": f"{job.get('dataset')} version {job.get('dataset_version')}",
         "model": f"{job.get('model')} version {version}" if version else job.get("model"),
@@ -144,34 +146,15 @@ def job_grid(job: Record) -> Table:
     if job.get("error"):
         rows["error"] = Text(str(job["error"]), style="red")
     rows["hyperparameters"] = ", ".join(
-        f"{k}={_plain(v)}" for k, v in spec.items() if _shown(k, v, spec, family)
+        f"{k}={_plain(v)}" for k, v in spec.items() if _shown(k, v, full)
     )
     for key, value in rows.items():
         grid.add_row(key, value if isinstance(value, Text) else Text(str(value)))
     return grid
 
 
-_ONLY_FOR = {
-    "hidden": ("mlp",),
-    "hidden_size": ("rnn", "lstm", "gru"),
-    "layers": ("rnn", "lstm", "gru"),
-    "steps": ("rnn", "lstm", "gru"),
-    "channels": ("resnet",),
-    "input_shape": ("cnn", "resnet"),
-}
-
-
-def _shown(key: str, value: Any, spec: Mapping[str, Any], family: str) -> bool:
-    """Whether a hyperparameter means something for this job (the spec holds them all)."""
-    if value is None or key == "features":
-        return False
-    if key in _ONLY_FOR:
-        return family in _ONLY_FOR[key]
-    if key == "momentum":
-        return spec.get("optimizer") == "sgd"
-    if key in ("step_size", "gamma"):
-        return spec.get("lr_schedule") in ("step", "plateau")
-    return True
+def _shown(key: str, value: Any, spec: Mapping[str, Any]) -> bool:
+    return value is not None and key != "features" and applies(key, spec)
 
 
 def _plain(value: Any) -> str:

@@ -188,6 +188,18 @@ _ONLY_FOR: dict[str, tuple[str, ...]] = {
 """Parameters that mean something for some families only."""
 
 
+def applies(name: str, spec: Mapping[str, Any]) -> bool:
+    """Whether hyperparameter ``name`` means something for ``spec`` (a ``TrainSpec`` as a
+    dict: every field is filled in, used or not)."""
+    if name in _ONLY_FOR:
+        return spec.get("family") in _ONLY_FOR[name]
+    if name == "momentum":
+        return spec.get("optimizer") == "sgd"
+    if name in ("step_size", "gamma"):
+        return spec.get("lr_schedule") in ("step", "plateau")
+    return True
+
+
 def _fail(param: str, message: str) -> InvalidRequest:
     return InvalidRequest(message, param=param, status=422)
 

@@ -9,28 +9,25 @@ epoch, log lines, a checkpoint per epoch (``workdir/checkpoint.pt``, resumable e
 from __future__ import annotations
 
 import math
-import os
-import pickle
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch
 from torch import nn
 
-from modelbay.errors import InvalidRequest
 from modelbay.runtimes import load_runtime
 from modelbay.tensors import Signature
+from modelbay.training.checkpoint import CHECKPOINT, Progress, Scheduler, restore, save
 from modelbay.training.export import INPUT, export_onnx
 from modelbay.training.families import TrainedModel, build_model
 from modelbay.training.spec import TrainSpec
+from modelbay.training.splits import check_splits, split_rows
 from modelbay.training.table import InvalidDataset, Table, Task
 
-CHECKPOINT = "checkpoint.pt"
-CHECKPOINT_FORMAT = 1
 EVAL_CHUNK = 4096
 EPOCH_GATHER_BYTES = 256 << 20
 
@@ -93,62 +90,6 @@ class TrainResult:
     test_predictions: list[int] | list[float]  # per test row, from the exported model
 
 
-@dataclass(frozen=True)
-class Splits:
-    """Row indices (ascending) of the training, validation and test splits."""
-
-    train: np.ndarray
-    validation: np.ndarray
-    test: np.ndarray
-
-
-def split_rows(table: Table, spec: TrainSpec) -> Splits:
-    """Deterministic splits from ``spec.seed``: ``test_split`` of the rows for testing, then
-    ``validation_split`` of the rest for validation, the rest for training. Classification
-    splits are stratified: each class gets its share (largest remainders, so the totals are
-    the rounded fractions of all rows)."""
-    rng = np.random.default_rng(spec.seed)
-    if spec.task == "classification":
-        groups = [np.flatnonzero(table.target == c) for c in np.unique(table.target)]
-    else:
-        groups = [np.arange(table.rows)]
-    counts = np.array([len(group) for group in groups])
-    n_test = _quotas(counts, spec.test_split)
-    n_validation = _quotas(counts - n_test, spec.validation_split)
-    train, validation, test = [], [], []
-    for group, t, v in zip(groups, n_test, n_validation, strict=True):
-        rows = rng.permutation(group)
-        test.append(rows[:t])
-        validation.append(rows[t : t + v])
-        train.append(rows[t + v :])
-    return Splits(
-        *(np.sort(np.concatenate(part)).astype(np.int64) for part in (train, validation, test))
-    )
-
-
-def _quotas(counts: np.ndarray, fraction: float) -> np.ndarray:
-    """Rows to take from each group: ``fraction`` of each, rounded so that the total is
-    ``round(sum(counts) * fraction)`` (the largest remainders round up)."""
-    exact = counts * fraction
-    quotas = np.floor(exact).astype(np.int64)
-    extra = round(float(counts.sum()) * fraction) - int(quotas.sum())
-    if extra > 0:
-        quotas[np.argsort(quotas - exact, kind="stable")[:extra]] += 1
-    return quotas
-
-
-@dataclass
-class _Progress:
-    """What early stopping and resuming need besides the torch state."""
-
-    epoch: int = 0
-    best: float = math.nan
-    best_epoch: int = 0
-    bad_epochs: int = 0
-    stopped: bool = False
-    best_model: dict[str, torch.Tensor] | None = None
-
-
 def train(
     table: Table,
     spec: TrainSpec,
@@ -167,7 +108,7 @@ def train(
     workdir.mkdir(parents=True, exist_ok=True)
     classifier = spec.task == "classification"
     splits = split_rows(table, spec)
-    _check_splits(splits, spec, table.rows)
+    check_splits(splits, spec, table.rows)
     hooks.on_log(
         f"{table.rows} rows: {len(splits.train)} training, {len(splits.validation)} "
         f"validation, {len(splits.test)} test"
@@ -189,9 +130,9 @@ def train(
     data = _TrainingRows(features, target_fit, train_rows, _batches(spec, len(train_rows), model))
     scheduler = _scheduler(spec, optimizer, len(data.batches))
     generator = torch.Generator().manual_seed(spec.seed)
-    progress = _Progress()
+    progress = Progress()
     if resume is not None:
-        progress = _restore(resume, spec, table.rows, model, optimizer, scheduler, generator)
+        progress = restore(resume, spec, table.rows, model, optimizer, scheduler, generator)
         hooks.on_log(f"resumed from the checkpoint of epoch {progress.epoch}")
 
     x_val = features[splits.validation]
@@ -232,7 +173,7 @@ def train(
             progress.best_epoch = epoch
         _step_epoch(scheduler, metrics)
         progress.epoch = epoch
-        _save(path, spec, table.rows, model, optimizer, scheduler, generator, progress)
+        save(path, spec, table.rows, model, optimizer, scheduler, generator, progress)
         metrics["samples_per_s"] = trained_rows / max(loop_seconds, 1e-9)
         metrics["seconds"] = time.perf_counter() - started
         hooks.on_epoch(epoch, metrics)
@@ -362,17 +303,6 @@ def _check_table(table: Table, spec: TrainSpec) -> None:
         )
 
 
-def _check_splits(splits: Splits, spec: TrainSpec, rows: int) -> None:
-    if len(splits.train) < 2:
-        raise InvalidDataset(f"{rows} rows leave {len(splits.train)} for training; at least 2")
-    if spec.validation_split > 0 and not len(splits.validation):
-        raise InvalidDataset(
-            f"{rows} rows are too few for validation_split={spec.validation_split}"
-        )
-    if spec.test_split > 0 and not len(splits.test):
-        raise InvalidDataset(f"{rows} rows are too few for test_split={spec.test_split}")
-
-
 def _fitted(model: TrainedModel, target: torch.Tensor) -> torch.Tensor:
     """What the loss compares ``logits`` with: class indices, or the standardised target."""
     if model.classifier:
@@ -404,9 +334,6 @@ def _optimizer(spec: TrainSpec, model: nn.Module) -> torch.optim.Optimizer:
     if spec.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=spec.lr, weight_decay=spec.weight_decay)
     return torch.optim.Adam(params, lr=spec.lr, weight_decay=spec.weight_decay)
-
-
-Scheduler = torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau
 
 
 def _scheduler(spec: TrainSpec, optimizer: torch.optim.Optimizer, batches: int) -> Scheduler | None:
@@ -458,7 +385,7 @@ def _r2(predicted: np.ndarray, truth: np.ndarray) -> float:
 
 
 def _early_stopping(
-    progress: _Progress, spec: TrainSpec, model: nn.Module, epoch: int, value: float
+    progress: Progress, spec: TrainSpec, model: nn.Module, epoch: int, value: float
 ) -> None:
     """Track the best epoch of ``spec.monitor``; with ``early_stopping``, keep its weights
     and stop after that many epochs without improvement."""
@@ -471,89 +398,6 @@ def _early_stopping(
     progress.bad_epochs += 1
     if spec.early_stopping and progress.bad_epochs >= spec.early_stopping:
         progress.stopped = True
-
-
-def _save(
-    path: Path,
-    spec: TrainSpec,
-    rows: int,
-    model: TrainedModel,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Scheduler | None,
-    generator: torch.Generator,
-    progress: _Progress,
-) -> None:
-    """Write the checkpoint atomically (a temporary file, then ``os.replace``): plain
-    tensors, numbers and strings, loadable with ``weights_only=True``."""
-    state: dict[str, Any] = {
-        "format": CHECKPOINT_FORMAT,
-        "spec": spec.model_dump(mode="json"),
-        "rows": rows,
-        "epoch": progress.epoch,
-        "best": progress.best,
-        "best_epoch": progress.best_epoch,
-        "bad_epochs": progress.bad_epochs,
-        "stopped": progress.stopped,
-        "best_model": progress.best_model,
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict() if scheduler is not None else None,
-        "rng": torch.get_rng_state(),
-        "generator": generator.get_state(),
-        "normalization": {
-            "mean": model.normalize.mean,
-            "std": model.normalize.std,
-            "target_mean": model.target_mean,
-            "target_std": model.target_std,
-        },
-    }
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
-def _restore(
-    path: Path,
-    spec: TrainSpec,
-    rows: int,
-    model: TrainedModel,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Scheduler | None,
-    generator: torch.Generator,
-) -> _Progress:
-    """Load a checkpoint written by ``_save`` into the freshly built objects."""
-    try:
-        state = torch.load(path, weights_only=True)
-    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
-        raise InvalidRequest(
-            f"cannot read checkpoint '{path.name}': {exc}", param="resume", status=422
-        ) from exc
-    if state.get("format") != CHECKPOINT_FORMAT or state.get("spec") != spec.model_dump(
-        mode="json"
-    ):
-        raise InvalidRequest(
-            "the checkpoint was written for another training spec", param="resume", status=422
-        )
-    if state.get("rows") != rows:
-        raise InvalidRequest(
-            f"the checkpoint was written for {state.get('rows')} rows, not {rows}",
-            param="resume",
-            status=422,
-        )
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    if scheduler is not None:
-        scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["rng"])
-    generator.set_state(state["generator"])
-    return _Progress(
-        epoch=int(state["epoch"]),
-        best=float(state["best"]),
-        best_epoch=int(state["best_epoch"]),
-        bad_epochs=int(state["bad_epochs"]),
-        stopped=bool(state["stopped"]),
-        best_model=state["best_model"],
-    )
 
 
 def _served_outputs(

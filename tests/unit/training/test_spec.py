@@ -9,7 +9,13 @@ import pytest
 from sklearn.datasets import load_diabetes, load_digits
 
 from modelbay.errors import InvalidRequest
-from modelbay.training.spec import FAMILIES, FAMILY_DEFAULTS, TrainSpec, resolve_spec
+from modelbay.training.spec import (
+    FAMILIES,
+    FAMILY_DEFAULTS,
+    TrainSpec,
+    applies,
+    resolve_spec,
+)
 from modelbay.training.table import ColumnStats, DatasetSchema
 
 
@@ -203,3 +209,18 @@ def test_errors_name_their_field(
     assert fragment in info.value.message
     field = param.removeprefix("params.")
     assert field in info.value.message or param in ("family", "target")
+
+
+def test_applies_tells_which_hyperparameters_mean_something_for_a_spec() -> None:
+    cnn = {"family": "cnn", "optimizer": "adam", "lr_schedule": "cosine"}
+    assert applies("input_shape", cnn)
+    assert applies("lr", cnn)
+    assert not applies("hidden", cnn)
+    assert not applies("hidden_size", cnn)
+    assert not applies("momentum", cnn)
+    assert not applies("step_size", cnn)
+    sgd = {"family": "gru", "optimizer": "sgd", "lr_schedule": "plateau"}
+    assert applies("momentum", sgd)
+    assert applies("gamma", sgd)
+    assert applies("hidden_size", sgd)
+    assert not applies("channels", sgd)

@@ -18,8 +18,9 @@ from modelbay.errors import InvalidRequest
 from modelbay.runtimes import load_runtime
 from modelbay.training import trainer
 from modelbay.training.spec import TrainSpec, resolve_spec
+from modelbay.training.splits import split_rows
 from modelbay.training.table import ColumnStats, DatasetSchema, InvalidDataset, Table
-from modelbay.training.trainer import Cancelled, NoHooks, TrainResult, split_rows, train
+from modelbay.training.trainer import Cancelled, NoHooks, TrainResult, train
 
 
 class Recorder(NoHooks):
