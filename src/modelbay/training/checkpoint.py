@@ -36,18 +36,20 @@ class Progress:
     best_model: dict[str, torch.Tensor] | None = None
 
 
-def save(
-    path: Path,
-    spec: TrainSpec,
-    rows: int,
-    model: TrainedModel,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Scheduler | None,
-    generator: torch.Generator,
-    progress: Progress,
-) -> None:
+@dataclass
+class Trainable:
+    """The objects whose state a checkpoint holds."""
+
+    model: TrainedModel
+    optimizer: torch.optim.Optimizer
+    scheduler: Scheduler | None
+    generator: torch.Generator  # the shuffling's
+
+
+def save(path: Path, spec: TrainSpec, rows: int, trainable: Trainable, progress: Progress) -> None:
     """Write the checkpoint atomically (a temporary file, then ``os.replace``): plain
     tensors, numbers and strings, loadable with ``weights_only=True``."""
+    model, optimizer, scheduler = trainable.model, trainable.optimizer, trainable.scheduler
     state: dict[str, Any] = {
         "format": CHECKPOINT_FORMAT,
         "spec": spec.model_dump(mode="json"),
@@ -62,7 +64,7 @@ def save(
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "rng": torch.get_rng_state(),
-        "generator": generator.get_state(),
+        "generator": trainable.generator.get_state(),
         "normalization": {
             "mean": model.normalize.mean,
             "std": model.normalize.std,
@@ -75,15 +77,7 @@ def save(
     os.replace(tmp, path)
 
 
-def restore(
-    path: Path,
-    spec: TrainSpec,
-    rows: int,
-    model: TrainedModel,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Scheduler | None,
-    generator: torch.Generator,
-) -> Progress:
+def restore(path: Path, spec: TrainSpec, rows: int, trainable: Trainable) -> Progress:
     """Load a checkpoint written by ``save`` into the freshly built objects."""
     try:
         state = torch.load(path, weights_only=True)
@@ -103,12 +97,12 @@ def restore(
             param="resume",
             status=422,
         )
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    if scheduler is not None:
-        scheduler.load_state_dict(state["scheduler"])
+    trainable.model.load_state_dict(state["model"])
+    trainable.optimizer.load_state_dict(state["optimizer"])
+    if trainable.scheduler is not None:
+        trainable.scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["rng"])
-    generator.set_state(state["generator"])
+    trainable.generator.set_state(state["generator"])
     return Progress(
         epoch=int(state["epoch"]),
         best=float(state["best"]),

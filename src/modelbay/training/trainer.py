@@ -21,7 +21,14 @@ from torch import nn
 
 from modelbay.runtimes import load_runtime
 from modelbay.tensors import Signature
-from modelbay.training.checkpoint import CHECKPOINT, Progress, Scheduler, restore, save
+from modelbay.training.checkpoint import (
+    CHECKPOINT,
+    Progress,
+    Scheduler,
+    Trainable,
+    restore,
+    save,
+)
 from modelbay.training.export import INPUT, export_onnx
 from modelbay.training.families import TrainedModel, build_model
 from modelbay.training.spec import TrainSpec
@@ -131,8 +138,9 @@ def train(
     scheduler = _scheduler(spec, optimizer, len(data.batches))
     generator = torch.Generator().manual_seed(spec.seed)
     progress = Progress()
+    trainable = Trainable(model, optimizer, scheduler, generator)
     if resume is not None:
-        progress = restore(resume, spec, table.rows, model, optimizer, scheduler, generator)
+        progress = restore(resume, spec, table.rows, trainable)
         hooks.on_log(f"resumed from the checkpoint of epoch {progress.epoch}")
 
     x_val = features[splits.validation]
@@ -173,7 +181,7 @@ def train(
             progress.best_epoch = epoch
         _step_epoch(scheduler, metrics)
         progress.epoch = epoch
-        save(path, spec, table.rows, model, optimizer, scheduler, generator, progress)
+        save(path, spec, table.rows, trainable, progress)
         metrics["samples_per_s"] = trained_rows / max(loop_seconds, 1e-9)
         metrics["seconds"] = time.perf_counter() - started
         hooks.on_epoch(epoch, metrics)
