@@ -54,6 +54,17 @@ def _train(server: RunningServer, *args: str) -> dict[str, Any]:
     return job
 
 
+def _push_iris(server: RunningServer, name: str, key: str) -> None:
+    """scikit-learn's iris as dataset ``name`` of ``key``'s tenant."""
+    pushed = http.post(
+        f"{server.url}/api/v1/datasets/{name}/versions",
+        data={"sample": "iris"},
+        headers=http.auth(key),
+        timeout=60,
+    )
+    assert pushed.status_code == 201, pushed.text
+
+
 def _predict(server: RunningServer, model: str, version: int, x: np.ndarray) -> np.ndarray:
     body = {
         "inputs": [
@@ -294,13 +305,7 @@ def test_consumers_may_not_train_and_other_tenants_see_nothing(trainer: RunningS
     developer = trainer.key("developer", "trainees")
     outsider = trainer.key("developer", "outsiders")
     body = {"dataset": "mine", "family": "logistic", "target": "target"}
-    pushed = http.post(
-        f"{trainer.url}/api/v1/datasets/mine/versions",
-        data={"sample": "iris"},
-        headers=http.auth(developer),
-        timeout=60,
-    )
-    assert pushed.status_code == 201, pushed.text
+    _push_iris(trainer, "mine", developer)
     refused = http.post(f"{trainer.url}/api/v1/jobs", json=body, headers=http.auth(consumer))
     assert refused.status_code == 403, refused.text
     assert "developer" in refused.json()["error"]
@@ -427,13 +432,7 @@ def test_cancelling_stops_a_running_job_within_a_batch_and_registers_nothing(
 def test_a_tenants_job_limit_answers_429(queue: RunningServer) -> None:
     queue.tenant("busy", max_jobs=1)
     key = queue.key("developer", "busy")
-    pushed = http.post(
-        f"{queue.url}/api/v1/datasets/busy-iris/versions",
-        data={"sample": "iris"},
-        headers=http.auth(key),
-        timeout=60,
-    )
-    assert pushed.status_code == 201
+    _push_iris(queue, "busy-iris", key)
     body = {"dataset": "busy-iris", "family": "logistic", "target": "target"}
     first = http.post(f"{queue.url}/api/v1/jobs", json=body, headers=http.auth(key))
     assert first.status_code == 201
@@ -449,13 +448,7 @@ def test_a_tenants_job_limit_answers_429(queue: RunningServer) -> None:
 def test_training_time_is_metered_limited_per_day_and_audited(trainer: RunningServer) -> None:
     trainer.tenant("frugal", training_seconds_per_day=0.5)
     key = trainer.key("developer", "frugal")
-    pushed = http.post(
-        f"{trainer.url}/api/v1/datasets/frugal-iris/versions",
-        data={"sample": "iris"},
-        headers=http.auth(key),
-        timeout=60,
-    )
-    assert pushed.status_code == 201, pushed.text
+    _push_iris(trainer, "frugal-iris", key)
     body = {"dataset": "frugal-iris", "family": "mlp", "target": "target"}
     first = http.post(f"{trainer.url}/api/v1/jobs", json=body, headers=http.auth(key))
     assert first.status_code == 201, first.text
