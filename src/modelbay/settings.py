@@ -63,6 +63,10 @@ class Settings(BaseSettings):
     """Training job workers ``modelbay serve`` runs beside the frontends (0: none; run
     ``modelbay worker`` elsewhere on the same database and store)."""
 
+    job_coordinators: int = Field(default=4, ge=0, le=64)
+    """Coordinating jobs (hyperparameter searches, federated jobs) each worker runs beside
+    its training job; they mostly wait, for their trials or their clients."""
+
     job_threads: int = Field(default=1, ge=1, le=256)
     """Threads of each training process (bounded, so serving on the machine keeps up)."""
 

@@ -75,6 +75,7 @@ def anywhere(least: str, ok: int = 200) -> Expect:
 
 
 ADMIN_ONLY = Expect("admin", "admin", 200)
+_CLIENT = "c1-000000"  # a federated job's client
 M = f"/api/v1/models/{MODEL}"
 
 PROBES: list[Probe] = [
@@ -179,6 +180,23 @@ PROBES: list[Probe] = [
     Probe("GET", f"/api/v1/jobs/{JOB}", own("viewer")),
     Probe("GET", f"/api/v1/jobs/{JOB}/events", own("viewer")),
     Probe("POST", "/api/v1/jobs/{victim}/cancel", own("developer"), victim="job"),
+    # a federated job's clients take part as developers; job 1 is a plain training job,
+    # which these routes refuse with 409 once the caller may see it
+    Probe("GET", f"/api/v1/jobs/{JOB}/federated", own("viewer", 409)),
+    Probe(
+        "POST",
+        f"/api/v1/jobs/{JOB}/federated/clients",
+        own("developer", 409),
+        lambda: {"json": {"examples": 1, "feature_sum": [0.0], "feature_sum_sq": [0.0]}},
+    ),
+    Probe("GET", f"/api/v1/jobs/{JOB}/federated/clients/{_CLIENT}", own("developer", 409)),
+    Probe("GET", f"/api/v1/jobs/{JOB}/federated/rounds/1/model", own("developer", 409)),
+    Probe(
+        "PUT",
+        f"/api/v1/jobs/{JOB}/federated/rounds/1/updates/{_CLIENT}",
+        own("developer", 409),
+        lambda: {"params": {"examples": 1}, "content": b"weights"},
+    ),
     Probe("GET", "/api/v1/whoami", anywhere("viewer")),
     Probe(
         "POST", "/api/v1/tenants", Expect("admin", "admin", 409), lambda: {"json": {"name": OWN}}
@@ -453,6 +471,9 @@ def _template(path: str) -> str:
         ("/api/v1/datasets/{victim}", "/api/v1/datasets/{name}"),
         (f"/api/v1/jobs/{JOB}", "/api/v1/jobs/{job}"),
         ("/api/v1/jobs/{victim}", "/api/v1/jobs/{job}"),
+        (f"/federated/clients/{_CLIENT}", "/federated/clients/{client}"),
+        (f"/updates/{_CLIENT}", "/updates/{client}"),
+        ("/federated/rounds/1/", "/federated/rounds/{round}/"),
     ]
     for old, new in replacements:
         path = path.replace(old, new)

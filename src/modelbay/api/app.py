@@ -19,6 +19,7 @@ from modelbay.api import audit as audit_api
 from modelbay.api import datasets as datasets_api
 from modelbay.api import deployments as deployments_api
 from modelbay.api import docs as docs_api
+from modelbay.api import federated as federated_api
 from modelbay.api import jobs as jobs_api
 from modelbay.api import management, v2
 from modelbay.api import metrics as metrics_api
@@ -248,6 +249,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(deployments_api.router)
     app.include_router(datasets_api.router)
     app.include_router(jobs_api.router)
+    app.include_router(federated_api.router)
     app.include_router(metrics_api.router)
     app.include_router(audit_api.router)
     app.include_router(access_api.router)

@@ -1,4 +1,5 @@
-"""Training jobs under /api/v1/jobs: submit, list, show, follow (server-sent events), cancel."""
+"""Training jobs and hyperparameter searches under /api/v1/jobs: submit, list, show, follow
+(server-sent events), cancel."""
 
 from __future__ import annotations
 
@@ -17,9 +18,11 @@ from modelbay.api.auth import PrincipalDep
 from modelbay.api.context import ContextDep
 from modelbay.api.errors import error_responses
 from modelbay.api.fields import Name
-from modelbay.jobs.submit import submit_training
+from modelbay.jobs.submit import submit_search, submit_training
+from modelbay.jobs.trial import release_trials
 from modelbay.registry.jobs import FINISHED, JobEvent, JobRecord
 from modelbay.security.access import MAX_JOB_ID
+from modelbay.training.search_space import SearchOptions
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
 
@@ -30,7 +33,8 @@ KEEPALIVE_S = 15.0
 
 
 class JobCreate(BaseModel):
-    """A training job: a dataset, a model family, its target column and hyperparameters."""
+    """A training job: a dataset, a model family, its target column and hyperparameters;
+    with ``search``, a hyperparameter search whose best trial is registered."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -50,6 +54,11 @@ class JobCreate(BaseModel):
         default=None, description="The model to register a version of (default DATASET-FAMILY)"
     )
     deploy: bool = Field(default=False, description="Deploy the new version when it is ready")
+    search: SearchOptions | None = Field(
+        default=None,
+        description="A hyperparameter search: trials of `family` (or of `search.families`) "
+        "over `search.space`; `params` are fixed in every trial",
+    )
 
 
 class JobList(BaseModel):
@@ -63,25 +72,28 @@ class JobEvents(BaseModel):
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
-    summary="Queue a training job",
+    summary="Queue a training job or a hyperparameter search",
     responses=error_responses(400, 404, 409, 422, 429),
 )
 def create_job(
     ctx: ContextDep, principal: PrincipalDep, request: Request, body: JobCreate
 ) -> JobRecord:
-    record = submit_training(
-        ctx.jobs,
-        ctx.dataset_catalog.datasets,
-        ctx.registry,
-        principal,
-        dataset=body.dataset,
-        dataset_version=body.dataset_version,
-        family=body.family,
-        target=body.target,
-        params=body.params,
-        model=body.name,
-        deploy=body.deploy,
-    )
+    common: dict[str, Any] = {
+        "dataset": body.dataset,
+        "dataset_version": body.dataset_version,
+        "family": body.family,
+        "target": body.target,
+        "params": body.params,
+        "model": body.name,
+        "deploy": body.deploy,
+    }
+    datasets = ctx.dataset_catalog.datasets
+    if body.search is not None:
+        record = submit_search(
+            ctx.jobs, datasets, ctx.registry, principal, search=body.search, **common
+        )
+    else:
+        record = submit_training(ctx.jobs, datasets, ctx.registry, principal, **common)
     note_target(request, job=record.id, model=record.model)
     return record
 
@@ -93,10 +105,13 @@ def list_jobs(
     state: Annotated[
         str | None, Query(pattern="^(queued|running|succeeded|failed|cancelled)$")
     ] = None,
+    parent: Annotated[
+        int | None, Query(ge=1, le=MAX_JOB_ID, description="Only the trials of this search")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> JobList:
     tenant = None if principal.is_admin else principal.tenant_id
-    return JobList(jobs=ctx.jobs.list_jobs(tenant, state=state, limit=limit))
+    return JobList(jobs=ctx.jobs.list_jobs(tenant, state=state, parent=parent, limit=limit))
 
 
 @router.get("/{job}", summary="A job: state, spec, metrics, result", responses=error_responses(404))
@@ -162,8 +177,13 @@ def _sse(event_id: int, kind: str, data: dict[str, Any]) -> bytes:
 
 @router.post(
     "/{job}/cancel",
-    summary="Cancel a job: a queued one at once, a running one within a batch",
+    summary="Cancel a job: a queued one at once, a running one within a batch (a search: "
+    "with its trials)",
     responses=error_responses(404, 409),
 )
 def cancel_job(ctx: ContextDep, job: JobId) -> JobRecord:
-    return ctx.jobs.cancel(job)
+    record = ctx.jobs.cancel(job)
+    if record.kind == "search" and record.state == "cancelled":  # queued: its coordinator
+        # is not there to delete the models its finished trials kept (if it ran before).
+        release_trials(ctx.registry.engine, ctx.jobs, ctx.catalog.store, job, None)
+    return record

@@ -15,10 +15,12 @@ from modelbay.cli import (
     chat,
     datasets,
     deployments,
+    federated,
     jobs,
     keys,
     models,
     predict,
+    search,
     tenants,
     usage,
 )
@@ -70,6 +72,8 @@ keys.register(app)
 usage.register(app)
 app.add_typer(datasets.app, name="datasets")
 jobs.register(app)
+app.add_typer(federated.app, name="federated")
+search.register(app)
 
 
 def main() -> None:

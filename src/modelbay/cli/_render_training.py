@@ -74,10 +74,10 @@ def columns_table(schema: Record) -> Table:
             "yes" if col.get("numeric") else "no",
             str(col.get("missing", 0)),
             str(col.get("unique", "-")),
-            _num(col.get("min")),
-            _num(col.get("max")),
-            _num(col.get("mean")),
-            _num(col.get("std")),
+            num(col.get("min")),
+            num(col.get("max")),
+            num(col.get("mean")),
+            num(col.get("std")),
         )
     return table
 
@@ -104,22 +104,49 @@ def class_balances(schema: Record) -> list[tuple[str, Mapping[str, int]]]:
 
 def jobs_table(jobs: Sequence[Record]) -> Table:
     table = Table(
-        "job", "state", "family", "dataset", "model", "epoch", "metric", "created", title="jobs"
+        "job",
+        "kind",
+        "state",
+        "family",
+        "dataset",
+        "model",
+        "epoch",
+        "metric",
+        "created",
+        title="jobs",
     )
     for job in jobs:
         spec = job.get("spec") or {}
         version = job.get("model_version")
+        metrics = job.get("metrics") or {}
+        search = job.get("kind") == "search"
         table.add_row(
             str(job["id"]),
-            state_text(str(job["state"])),
-            str(spec.get("family", "-")),
+            _kind(job),
+            _job_state(job),
+            ",".join(spec.get("families") or []) if search else str(spec.get("family", "-")),
             f"{job.get('dataset')}:{job.get('dataset_version')}",
             f"{job.get('model')}:{version}" if version else str(job.get("model")),
-            str((job.get("metrics") or {}).get("epoch", "-")),
-            metric_text(job.get("metrics") or {}),
+            "-" if search else str(metrics.get("epoch", "-")),
+            metric_text(metrics, spec.get("metric") if search else None),
             when(job.get("created_at")),
         )
     return table
+
+
+def _kind(job: Record) -> str:
+    """``search``, ``trial N of SEARCH`` or the job's kind."""
+    trial = (job.get("result") or {}).get("trial")
+    if job.get("parent") is not None and trial is not None:
+        return f"trial {trial} of {job['parent']}"
+    return str(job.get("kind", "train"))
+
+
+def _job_state(job: Record) -> Text:
+    """The state; a trial its search's pruner stopped shows as pruned."""
+    if job.get("state") == "succeeded" and (job.get("result") or {}).get("pruned"):
+        return Text("pruned", style="yellow")
+    return state_text(str(job["state"]))
 
 
 def job_grid(job: Record) -> Table:
@@ -146,7 +173,7 @@ def job_grid(job: Record) -> Table:
     if job.get("error"):
         rows["error"] = Text(str(job["error"]), style="red")
     rows["hyperparameters"] = ", ".join(
-        f"{k}={_plain(v)}" for k, v in spec.items() if _shown(k, v, full)
+        f"{k}={plain(v)}" for k, v in spec.items() if _shown(k, v, full)
     )
     for key, value in rows.items():
         grid.add_row(key, value if isinstance(value, Text) else Text(str(value)))
@@ -157,7 +184,7 @@ def _shown(key: str, value: Any, spec: Mapping[str, Any]) -> bool:
     return value is not None and key != "features" and applies(key, spec)
 
 
-def _plain(value: Any) -> str:
+def plain(value: Any) -> str:
     if isinstance(value, list):
         return ",".join(str(v) for v in value)
     return str(value)
@@ -166,7 +193,7 @@ def _plain(value: Any) -> str:
 def metrics_table(metrics: Mapping[str, Any], title: str = "metrics") -> Table:
     table = Table("metric", "value", title=title)
     for key, value in metrics.items():
-        table.add_row(key, _num(value))
+        table.add_row(key, num(value))
     return table
 
 
@@ -174,22 +201,35 @@ def state_text(state: str) -> Text:
     return Text(state, style=_STATE_STYLE.get(state, ""))
 
 
-def metric_text(metrics: Mapping[str, Any]) -> str:
+def metric_text(metrics: Mapping[str, Any], searched: str | None = None) -> str:
+    """The job's headline metric; a search's (which maximises ``searched``): its best
+    trial's validation value until its test metrics come."""
+    if searched and "best_value" in metrics and "accuracy" not in metrics and "r2" not in metrics:
+        return f"best {searched} {num(metrics['best_value'])}"
     for key in ("accuracy", "r2", "val_accuracy", "val_r2", "loss"):
         if key in metrics:
-            return f"{key} {_num(metrics[key])}"
+            return f"{key} {num(metrics[key])}"
     return "-"
 
 
 def epoch_line(data: Mapping[str, Any]) -> str:
-    parts = [f"epoch {data.get('epoch')}"]
-    for key in ("loss", "val_loss", "val_accuracy", "val_r2", "lr", "samples_per_s"):
+    if "trials_complete" in data:  # a search's progress
+        best = f"; best {num(data['best_value'])}" if "best_value" in data else ""
+        done = data.get("epoch")
+        return (
+            f"{done} trial{'' if done == 1 else 's'} done: {data['trials_complete']} complete, "
+            f"{data.get('trials_pruned', 0)} pruned, {data.get('trials_failed', 0)} failed{best}"
+        )
+    label = "round" if "clients" in data else "epoch"  # a federated job's epochs are rounds
+    parts = [f"{label} {data.get('epoch')}"]
+    keys = ("clients", "loss", "val_loss", "val_accuracy", "val_r2", "lr", "samples_per_s")
+    for key in (*keys, "dp_epsilon"):
         if key in data:
-            parts.append(f"{key} {_num(data[key])}")
+            parts.append(f"{key} {num(data[key])}")
     return "  ".join(parts)
 
 
-def _num(value: Any) -> str:
+def num(value: Any) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):

@@ -20,6 +20,7 @@ from modelbay import __version__
 from modelbay.client.access import AccessCalls
 from modelbay.client.deployments import WAIT_TIMEOUT_S, DeploymentCalls, deployment_changes
 from modelbay.client.errors import ApiError, raise_for_status
+from modelbay.client.federated import FederatedCalls
 from modelbay.client.llm import LLMCalls
 from modelbay.client.training import TrainingCalls
 from modelbay.client.uploads import ProgressCallback, ProgressReader, UploadProgress, collect_files
@@ -34,7 +35,7 @@ SignatureSource = Mapping[str, Any] | Signature | str | os.PathLike[str]
 """A signature as a mapping, a ``Signature``, or the path of a JSON file holding one."""
 
 
-class Client(AccessCalls, LLMCalls, TrainingCalls):
+class Client(AccessCalls, LLMCalls, TrainingCalls, FederatedCalls):
     """Talks to one modelbay server; returns the server's JSON as dicts, tensors as arrays.
 
     ``url`` defaults to ``$MODELBAY_URL`` (else http://127.0.0.1:8080) and ``api_key`` to

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, BinaryIO, cast
@@ -94,9 +94,65 @@ class TrainingCalls:
             body["dataset_version"] = dataset_version
         return self._json("POST", "/api/v1/jobs", json=body)
 
-    def list_jobs(self, state: str | None = None) -> list[dict[str, Any]]:
-        params = {"state": state} if state else None
-        jobs: list[dict[str, Any]] = self._json("GET", "/api/v1/jobs", params=params)["jobs"]
+    def search(
+        self,
+        dataset: str,
+        family: str | Sequence[str],
+        target: str,
+        *,
+        trials: int = 20,
+        space: Mapping[str, Any] | None = None,
+        params: Mapping[str, Any] | None = None,
+        parallel: int | None = None,
+        pruner: Mapping[str, Any] | None = None,
+        seed: int = 0,
+        baseline: bool = True,
+        name: str | None = None,
+        deploy: bool = False,
+        dataset_version: int | None = None,
+    ) -> dict[str, Any]:
+        """Queue a hyperparameter search of ``trials`` trials of ``family`` (or of several
+        families) over ``space`` (default: the families' own space), ``params`` fixed; its
+        best trial registers a version of ``name``. Returns the search job."""
+        families = [family] if isinstance(family, str) else list(family)
+        search: dict[str, Any] = {
+            "trials": trials,
+            "space": dict(space or {}),
+            "seed": seed,
+            "baseline": baseline,
+        }
+        if len(families) > 1:
+            search["families"] = families
+        if parallel is not None:
+            search["parallel"] = parallel
+        if pruner is not None:
+            search["pruner"] = dict(pruner)
+        body: dict[str, Any] = {
+            "dataset": dataset,
+            "family": families[0],
+            "target": target,
+            "params": dict(params or {}),
+            "deploy": deploy,
+            "search": search,
+        }
+        if name is not None:
+            body["name"] = name
+        if dataset_version is not None:
+            body["dataset_version"] = dataset_version
+        return self._json("POST", "/api/v1/jobs", json=body)
+
+    def list_jobs(
+        self, state: str | None = None, *, parent: int | None = None, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Jobs, newest first (the server's default of 100 at most, or ``limit``, up to
+        1000); ``parent``: the trials of that search."""
+        params: dict[str, Any] = {"state": state} if state else {}
+        if parent is not None:
+            params["parent"] = int(parent)
+        if limit is not None:
+            params["limit"] = int(limit)
+        doc = self._json("GET", "/api/v1/jobs", params=params or None)
+        jobs: list[dict[str, Any]] = doc["jobs"]
         return jobs
 
     def get_job(self, job: int) -> dict[str, Any]:

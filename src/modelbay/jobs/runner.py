@@ -17,6 +17,7 @@ import shutil
 import signal
 import sys
 from contextlib import ExitStack
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
@@ -33,6 +34,25 @@ from modelbay.store.base import ArtifactStore
 log = logging.getLogger("modelbay.jobs.runner")
 
 
+@dataclass
+class JobContext:
+    """What a job's process works with: a coordinating job kind (``search``,
+    ``federated``) gets it and returns the ``TrainResult`` this module registers."""
+
+    settings: Settings
+    engine: Any
+    jobs: JobStore
+    store: ArtifactStore
+    job: JobRecord
+    token: str
+    hooks: JobHooks
+    work: Path  # a private directory, removed when the job's process ends
+    outcome: dict[str, Any] = field(default_factory=dict)
+    """What a coordinating job adds to its result (a search: its trials)."""
+    lineage: dict[str, Any] = field(default_factory=dict)
+    """What it adds to, or changes in, the registered version's ``source``."""
+
+
 def run(job_id: int, token: str) -> int:
     settings = Settings()
     engine = make_engine(settings.registry_url)
@@ -40,14 +60,22 @@ def run(job_id: int, token: str) -> int:
     store = make_store(settings.blob_dir, keyring_from_settings(settings))
     job = jobs.get(job_id)
     tenant_id, per_day = _tenant_limits(engine, job)
-    hooks = JobHooks(jobs, store, job, token, tenant_id, per_day)
+    if job.parent is not None:  # a search's trial
+        from modelbay.jobs.trial import TrialHooks
+
+        hooks: JobHooks = TrialHooks(jobs, store, job, token, tenant_id, per_day, settings)
+    else:
+        hooks = JobHooks(jobs, store, job, token, tenant_id, per_day)
     signal.signal(signal.SIGUSR1, lambda *_: hooks.stop.set())
     signal.signal(signal.SIGTERM, lambda *_: hooks.stop.set())
     # Ctrl-C of `modelbay serve` reaches the whole process group: the worker decides.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Its worker starts it with SIGUSR1 blocked: a cancellation sent meanwhile arrives now.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})
     work = store.staging_dir()
     try:
-        return _train_and_register(settings, engine, jobs, store, job, token, hooks, work)
+        ctx = JobContext(settings, engine, jobs, store, job, token, hooks, work)
+        return _train_and_register(ctx)
     except LeaseLost:
         log.warning("job %s: lease lost; another worker has it", job_id)
         return 0
@@ -55,24 +83,20 @@ def run(job_id: int, token: str) -> int:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _train_and_register(
-    settings: Settings,
-    engine: Any,
-    jobs: JobStore,
-    store: ArtifactStore,
-    job: JobRecord,
-    token: str,
-    hooks: JobHooks,
-    work: Path,
-) -> int:
+def _train_and_register(ctx: JobContext) -> int:
+    from modelbay.jobs.trial import TrialPruned, finish_pruned, finish_trial
     from modelbay.training.trainer import Cancelled
 
+    settings, engine, jobs, store = ctx.settings, ctx.engine, ctx.jobs, ctx.store
+    job, token, hooks = ctx.job, ctx.token, ctx.hooks
     registry = Registry(engine)
     done = _registered_by(registry, job)
     if done is not None:  # registered, then the worker died before it could say so
         return _succeed(jobs, store, job, token, hooks, done, {}, {})
     try:
-        result = _train(settings, engine, store, job, hooks, work)
+        result = _produce(ctx)
+    except TrialPruned as pruned:
+        return finish_pruned(ctx, pruned)
     except Cancelled:
         _finish(jobs, store, job, token, "cancelled", hooks, error=None)
         return 0
@@ -89,8 +113,12 @@ def _train_and_register(
     for name in ("accuracy", "r2"):  # the test split's score, under its plain name too
         if f"test_{name}" in metrics:
             metrics[name] = metrics[f"test_{name}"]
+    if job.parent is not None:  # a search's trial: the search registers the best one
+        return finish_trial(ctx, result, metrics)
     try:
-        version = _register(settings, registry, store, job, hooks.tenant_id, result, metrics)
+        version = _register(
+            settings, registry, store, job, hooks.tenant_id, result, metrics, ctx.lineage
+        )
         if job.deploy:
             _deploy(engine, settings, job.model, version)
     except ModelbayError as exc:
@@ -102,22 +130,30 @@ def _train_and_register(
         "test_indices": result.test_indices,
         "test_predictions": result.test_predictions,
         "signature": result.signature.model_dump(),
+        **ctx.outcome,
     }
     return _succeed(jobs, store, job, token, hooks, version, metrics, outcome)
 
 
-def _train(
-    settings: Settings,
-    engine: Any,
-    store: ArtifactStore,
-    job: JobRecord,
-    hooks: JobHooks,
-    work: Path,
-) -> Any:
+def _produce(ctx: JobContext) -> Any:
+    """The job's ``TrainResult``, by its kind."""
+    if ctx.job.kind == "search":
+        from modelbay.jobs.search import run_search
+
+        return run_search(ctx)
+    if ctx.job.kind == "federated":
+        from modelbay.jobs.federated import run_federated
+
+        return run_federated(ctx)
+    return _train(ctx.settings, ctx.engine, ctx.store, ctx.job, ctx.hooks, ctx.work)
+
+
+def load_job_table(engine: Any, store: ArtifactStore, job: JobRecord, work: Path) -> Any:
+    """The job's dataset version as a ``Table`` (the columns its spec names); a 422
+    ``ModelbayError`` if the version was deleted (or pushed anew under its name)."""
     from modelbay.training.datasets import load_table
     from modelbay.training.spec import TrainSpec
     from modelbay.training.table import DatasetSchema
-    from modelbay.training.trainer import train
 
     try:
         dataset = DatasetStore(engine).version(job.dataset, job.dataset_version)
@@ -130,13 +166,7 @@ def _train(
     data = work / ("data-" + Path(dataset.filename).name)
     store.copy_to(job.dataset_digest, data)
     spec = TrainSpec.model_validate(job.spec)
-    resume = None
-    digest, epoch = _checkpoint(engine, job.id)
-    if digest is not None:
-        resume = work / "resume.pt"
-        store.copy_to(digest, resume)
-        hooks.on_log(f"resuming from the checkpoint of epoch {epoch}")
-    table = load_table(
+    return load_table(
         data,
         dataset.format,
         cast(DatasetSchema, dataset.schema_),
@@ -144,11 +174,41 @@ def _train(
         spec.task,
         spec.features or None,
     )
-    hooks.on_log(
-        f"training {spec.family} on {table.rows} rows of '{job.dataset}' "
-        f"({settings.job_threads} thread{'s' if settings.job_threads > 1 else ''})"
-    )
-    return train(table, spec, work / "train", hooks, resume=resume, threads=settings.job_threads)
+
+
+def _train(
+    settings: Settings,
+    engine: Any,
+    store: ArtifactStore,
+    job: JobRecord,
+    hooks: JobHooks,
+    work: Path,
+) -> Any:
+    from modelbay.training.spec import PARALLEL, TrainSpec
+    from modelbay.training.trainer import train
+
+    spec = TrainSpec.model_validate(job.spec)
+    table = load_job_table(engine, store, job, work)
+    resume = None
+    digest, epoch = _checkpoint(engine, job.id)
+    if digest is not None:
+        resume = work / "resume.pt"
+        store.copy_to(digest, resume)
+        hooks.on_log(f"resuming from the checkpoint of epoch {epoch}")
+    threads = settings.job_threads
+    how = f"{threads} thread{'s' if threads > 1 else ''}"
+    if spec.strategy in PARALLEL:
+        how = f"{spec.strategy}, {spec.workers} processes of {how}"
+    hooks.on_log(f"training {spec.family} on {table.rows} rows of '{job.dataset}' ({how})")
+    if spec.strategy in PARALLEL:
+        from modelbay.training.distributed import train_parallel
+
+        return train_parallel(table, spec, work / "train", hooks, resume=resume, threads=threads)
+    if spec.strategy == "federated":  # simulated: the clients are this process's
+        from modelbay.training.federated import simulate
+
+        return simulate(table, spec, work / "train", hooks, resume=resume, threads=threads)
+    return train(table, spec, work / "train", hooks, resume=resume, threads=threads)
 
 
 def _checkpoint(engine: Any, job_id: int) -> tuple[str | None, int]:
@@ -173,6 +233,7 @@ def _register(
     tenant_id: int,
     result: Any,
     metrics: dict[str, Any],
+    extra_lineage: dict[str, Any],
 ) -> int:
     import modelbay
     from modelbay.catalog import Catalog, PushRequest
@@ -193,6 +254,7 @@ def _register(
         "dataset_digest": job.dataset_digest,
         "spec": job.spec,
         "code_version": modelbay.__version__,
+        **extra_lineage,
     }
     with ExitStack() as stack:
         streams: list[tuple[str, BinaryIO]] = [
@@ -206,7 +268,7 @@ def _register(
                 format=result.format,
                 entrypoint=result.entrypoint,
                 signature=result.signature,
-                description=f"trained by job {job.id}: {job.spec.get('family')} on "
+                description=f"trained by job {job.id}: {lineage['spec'].get('family')} on "
                 f"'{job.dataset}' version {job.dataset_version}",
                 metrics=metrics,
                 source=lineage,

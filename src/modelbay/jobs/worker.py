@@ -1,10 +1,14 @@
-"""A job worker: claims jobs from the queue and runs each in a training process.
+"""A job worker: claims jobs from the queue and runs each in a process of its own.
 
-``modelbay worker`` runs one (``modelbay serve`` starts ``job_workers`` of them). The
-worker holds the job's lease by heartbeat while the process trains; it relays a
-cancellation (SIGUSR1) and kills the process if the lease is lost. The process dies with
-the worker (``lifetime``), so a worker killed with ``kill -9`` leaves a job whose lease
-expires and which another worker resumes from its last checkpoint.
+``modelbay worker`` runs one (``modelbay serve`` starts ``job_workers`` of them). A worker
+trains one job at a time; besides it, it runs up to ``job_coordinators`` coordinating jobs
+(a hyperparameter search, which queues its trials as jobs of their own, and a federated
+job, which waits for its clients), which compute little and must not hold the training
+slot that their own trials need. The worker holds each job's lease by heartbeat while its
+process runs; it relays a cancellation (SIGUSR1) and kills the process if the lease is
+lost. The process dies with the worker (``lifetime``), so a worker killed with ``kill -9``
+leaves a job whose lease expires and which another worker resumes from its last
+checkpoint.
 """
 
 from __future__ import annotations
@@ -19,14 +23,15 @@ import threading
 import time
 
 from modelbay.registry import make_engine, migrate
-from modelbay.registry.jobs import Claimed, JobStore
+from modelbay.registry.jobs import COORDINATORS, TRAINING, Claimed, JobStore
 from modelbay.settings import Settings
 
 log = logging.getLogger("modelbay.jobs.worker")
 
 
 class Worker:
-    """Claims and runs jobs one at a time until ``stop``."""
+    """Claims and runs jobs until ``stop``: one training job at a time, and up to
+    ``job_coordinators`` coordinating jobs beside it."""
 
     def __init__(self, settings: Settings, name: str | None = None):
         self.settings = settings
@@ -35,7 +40,9 @@ class Worker:
         self.jobs = JobStore(engine)
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self._stopping = threading.Event()
-        self._child: subprocess.Popen[bytes] | None = None
+        self._lock = threading.Lock()
+        self._running: dict[int, tuple[str, threading.Thread]] = {}  # job id: (kind, thread)
+        self._children: dict[int, subprocess.Popen[bytes]] = {}
 
     def stop(self) -> None:
         self._stopping.set()
@@ -45,15 +52,62 @@ class Worker:
         while not self._stopping.is_set():
             if not self.run_once():
                 self._stopping.wait(self.settings.job_poll_s)
+        for _, thread in list(self._running.values()):
+            thread.join()  # each gives its job back to the queue
 
     def run_once(self) -> bool:
-        """Claim and run one job; False when none was waiting."""
-        claimed = self.jobs.claim(self.name, self.settings.job_lease_s)
+        """Claim a job for a free slot and start it; False when no slot is free or no job
+        was waiting."""
+        kinds = self._claimable()
+        if not kinds:
+            return False
+        claimed = self.jobs.claim(self.name, self.settings.job_lease_s, kinds=kinds)
         if claimed is None:
             return False
-        log.info("job %s claimed (attempt %d)", claimed.job.id, claimed.job.attempts)
-        self._run(claimed)
+        log.info(
+            "job %s (%s) claimed (attempt %d)",
+            claimed.job.id,
+            claimed.job.kind,
+            claimed.job.attempts,
+        )
+        thread = threading.Thread(
+            target=self._supervise, args=(claimed,), name=f"job-{claimed.job.id}", daemon=True
+        )
+        with self._lock:
+            self._running[claimed.job.id] = (claimed.job.kind, thread)
+        thread.start()
         return True
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Wait until no job runs here (tests, scripts); False on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self._running:
+            if deadline is not None and time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return True
+
+    def _claimable(self) -> tuple[str, ...]:
+        """The job kinds this worker has a free slot for."""
+        with self._lock:
+            kinds = [kind for kind, _ in self._running.values()]
+        coordinating = sum(kind in COORDINATORS for kind in kinds)
+        free: tuple[str, ...] = ()
+        if coordinating == len(kinds):  # no training job runs
+            free += TRAINING
+        if coordinating < self.settings.job_coordinators:
+            free += COORDINATORS
+        return free
+
+    def _supervise(self, claimed: Claimed) -> None:
+        try:
+            self._run(claimed)
+        except Exception:  # the lease expires and another worker resumes the job
+            log.exception("job %s: supervising its process failed", claimed.job.id)
+        finally:
+            with self._lock:
+                self._running.pop(claimed.job.id, None)
+                self._children.pop(claimed.job.id, None)
 
     def _run(self, claimed: Claimed) -> None:
         job_id, token = claimed.job.id, claimed.token
@@ -62,6 +116,10 @@ class Worker:
         env = settings_environment(self.settings)  # the runner reads its settings from there
         threads = str(self.settings.job_threads)
         env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
+        # The process starts with SIGUSR1 (cancel) blocked, so a cancellation that comes
+        # before it has its handler waits for it instead of killing it (this thread, which
+        # only supervises, blocks it too).
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
         child = subprocess.Popen(
             [
                 sys.executable,
@@ -76,7 +134,8 @@ class Worker:
             ],
             env=env,
         )
-        self._child = child
+        with self._lock:
+            self._children[job_id] = child
         # Renewing the lease is also how a cancellation is heard: at least every second.
         beat = min(self.settings.job_lease_s / 3, 1.0)
         next_beat = time.monotonic() + beat
@@ -108,7 +167,6 @@ class Worker:
                 child.kill()
                 child.wait()
                 return
-        self._child = None
         if code != 0 and self._stopping.is_set():
             self.jobs.release(job_id, token, "its worker stopped")
         elif code != 0:
@@ -117,9 +175,12 @@ class Worker:
             if self.jobs.fail_lost(job_id, token, f"the training process ended with {reason}"):
                 log.error("job %s: training process ended with %s", job_id, reason)
 
-    def kill_child(self) -> None:
-        if self._child is not None and self._child.poll() is None:
-            self._child.kill()
+    def kill_children(self) -> None:
+        with self._lock:
+            children = list(self._children.values())
+        for child in children:
+            if child.poll() is None:
+                child.kill()
 
 
 def main(settings: Settings) -> None:

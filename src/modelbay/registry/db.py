@@ -7,9 +7,15 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+VERSION_TABLE = "modelbay_schema_version"
+"""Where modelbay's Alembic keeps its revision. Not Alembic's default ``alembic_version``:
+Optuna's storage (hyperparameter searches, in the same database) keeps its own revision
+there."""
+LEGACY_VERSION_TABLE = "alembic_version"
 
 
 def make_engine(url: str) -> Engine:
@@ -37,5 +43,29 @@ def migrate(engine: Engine) -> None:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as connection:
+        _adopt_legacy_version(connection, config)
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
+
+
+def _adopt_legacy_version(connection: Connection, config: Config) -> None:
+    """Move the revision a database of an earlier release keeps in ``alembic_version`` to
+    ``VERSION_TABLE``, if it is one of modelbay's (another tool's revision stays there)."""
+    tables = set(inspect(connection).get_table_names())
+    if LEGACY_VERSION_TABLE not in tables or VERSION_TABLE in tables:
+        return
+    ours = {script.revision for script in ScriptDirectory.from_config(config).walk_revisions()}
+    held = connection.execute(text(f"SELECT version_num FROM {LEGACY_VERSION_TABLE}")).scalars()
+    revisions = [r for r in held if r in ours]
+    if not revisions:
+        return
+    connection.execute(
+        text(f"CREATE TABLE {VERSION_TABLE} (version_num VARCHAR(32) NOT NULL PRIMARY KEY)")
+    )
+    for revision in revisions:
+        connection.execute(text(f"INSERT INTO {VERSION_TABLE} VALUES (:r)"), {"r": revision})
+        connection.execute(
+            text(f"DELETE FROM {LEGACY_VERSION_TABLE} WHERE version_num = :r"), {"r": revision}
+        )
+    if connection.execute(text(f"SELECT COUNT(*) FROM {LEGACY_VERSION_TABLE}")).scalar() == 0:
+        connection.execute(text(f"DROP TABLE {LEGACY_VERSION_TABLE}"))

@@ -24,13 +24,22 @@ JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 ACTIVE = ("queued", "running")
 FINISHED = ("succeeded", "failed", "cancelled")
 Heartbeat = Literal["ok", "cancel", "lost", "done"]
+TRAINING: tuple[str, ...] = ("train",)
+"""Job kinds that train: a worker runs one of them at a time."""
+COORDINATORS: tuple[str, ...] = ("search", "federated")
+"""Job kinds that coordinate (the trials of a search, the clients of a federated job) and
+compute little: a worker runs them beside its training job."""
+KINDS = TRAINING + COORDINATORS
 
 
 class JobRecord(BaseModel):
     """A job as the API shows it."""
 
     id: int
-    kind: str
+    kind: str = Field(description="train, search (a hyperparameter search) or federated")
+    parent: int | None = Field(
+        default=None, description="The search a trial belongs to (its parent job)"
+    )
     state: str = Field(description="queued, running, succeeded, failed or cancelled")
     cancel_requested: bool
     tenant: str
@@ -94,14 +103,21 @@ class JobStore:
         deploy: bool,
         created_by: str | None,
         kind: str = "train",
+        parent_id: int | None = None,
+        result: dict[str, Any] | None = None,
     ) -> JobRecord:
-        """Queue a job; 429 when the tenant already has ``max_jobs`` queued or running."""
+        """Queue a job; 429 when the tenant already has ``max_jobs`` queued or running (a
+        search's trials, ``parent_id`` set, count as their search). ``result``: what the
+        job's result holds until it ends (a trial: its number in the search)."""
+        assert kind in KINDS, kind
         with self._sessions.begin() as s:
             limit = s.scalar(select(TenantRow.max_jobs).where(TenantRow.id == tenant_id))
-            if limit is not None:
+            if limit is not None and parent_id is None:
                 active = s.scalar(
                     select(func.count(JobRow.id)).where(
-                        JobRow.tenant_id == tenant_id, JobRow.state.in_(ACTIVE)
+                        JobRow.tenant_id == tenant_id,
+                        JobRow.state.in_(ACTIVE),
+                        JobRow.parent_id.is_(None),
                     )
                 )
                 if (active or 0) >= limit:
@@ -113,6 +129,7 @@ class JobStore:
             row = JobRow(
                 tenant_id=tenant_id,
                 kind=kind,
+                parent_id=parent_id,
                 state="queued",
                 cancel_requested=False,
                 spec=spec,
@@ -125,7 +142,7 @@ class JobStore:
                 attempts=0,
                 checkpoint_epoch=0,
                 metrics={},
-                result={},
+                result=result or {},
                 cpu_seconds=0.0,
             )
             s.add(row)
@@ -142,15 +159,22 @@ class JobStore:
             return s.scalar(select(JobRow.tenant_id).where(JobRow.id == job_id))
 
     def list_jobs(
-        self, tenant_id: int | None = None, *, state: str | None = None, limit: int = 100
+        self,
+        tenant_id: int | None = None,
+        *,
+        state: str | None = None,
+        parent: int | None = None,
+        limit: int = 100,
     ) -> list[JobRecord]:
-        """Newest first."""
+        """Newest first; ``parent``: the trials of that search only."""
         with self._sessions.begin() as s:
             query = select(JobRow).order_by(JobRow.id.desc()).limit(limit)
             if tenant_id is not None:
                 query = query.where(JobRow.tenant_id == tenant_id)
             if state is not None:
                 query = query.where(JobRow.state == state)
+            if parent is not None:
+                query = query.where(JobRow.parent_id == parent)
             return [_record(s, r) for r in s.scalars(query)]
 
     def events(self, job_id: int, after: int = 0, limit: int = 1000) -> list[JobEvent]:
@@ -168,8 +192,9 @@ class JobStore:
             ]
 
     def cancel(self, job_id: int) -> JobRecord:
-        """A queued job is cancelled at once; a running one is asked to stop (its worker
-        stops it within a batch); a finished one is a 409."""
+        """A queued job is cancelled at once (and its trials, if a search that ran before);
+        a running one is asked to stop (its worker stops it within a batch, a search its
+        trials); a finished one is a 409."""
         with self._sessions.begin() as s:
             row = _row(s, job_id)
             if row.state in FINISHED:
@@ -178,6 +203,7 @@ class JobStore:
                 row.state = "cancelled"
                 row.finished_at = utcnow()
                 _event(s, row.id, "state", {"state": "cancelled"})
+                _cancel_children(s, row.id)
             elif not row.cancel_requested:
                 row.cancel_requested = True
                 _event(s, row.id, "log", {"message": "cancellation requested"})
@@ -186,8 +212,9 @@ class JobStore:
 
     # -- workers -------------------------------------------------------------------------
 
-    def claim(self, worker: str, lease_s: float) -> Claimed | None:
-        """The oldest queued job, or a running one whose lease expired; None if none."""
+    def claim(self, worker: str, lease_s: float, kinds: tuple[str, ...] = KINDS) -> Claimed | None:
+        """The oldest queued job of one of ``kinds``, or a running one whose lease expired;
+        None if none."""
         now = utcnow()
         with self._sessions.begin() as s:
             # A job asked to stop whose worker died meanwhile: it stops here.
@@ -205,6 +232,7 @@ class JobStore:
                     .values(state="cancelled", finished_at=now, lease_token=None)
                 )
                 _event(s, job_id, "state", {"state": "cancelled"})
+                _cancel_children(s, job_id)
             candidates = s.scalars(
                 select(JobRow.id)
                 .where(
@@ -213,6 +241,7 @@ class JobStore:
                         (JobRow.state == "running") & (JobRow.lease_expires_at < now),
                     ),
                     JobRow.cancel_requested.is_(False),
+                    JobRow.kind.in_(kinds),
                 )
                 .order_by(JobRow.id)
                 .limit(5)
@@ -308,8 +337,12 @@ class JobStore:
         error: str | None = None,
         model_version: int | None = None,
         cpu_seconds: float = 0.0,
+        keep: str | None = None,
     ) -> tuple[bool, set[str]]:
-        """End a running job; (held, blobs now unused: its checkpoint)."""
+        """End a running job; (held, blobs now unused: its checkpoint). ``keep``: a blob the
+        row goes on referencing while the job's search runs (a trial's exported model; its
+        search releases it). A search's trials still active are cancelled, and the blobs
+        its finished trials kept are released."""
         with self._sessions.begin() as s:
             row = s.scalar(select(JobRow).where(JobRow.id == job_id, JobRow.lease_token == token))
             if row is None or row.state != "running":
@@ -327,6 +360,12 @@ class JobStore:
                 row.result = result
             old = row.checkpoint_digest
             row.checkpoint_digest = None
+            if keep is not None and row.parent_id is not None:
+                parent = s.scalar(select(JobRow.state).where(JobRow.id == row.parent_id))
+                row.checkpoint_digest = keep if parent in ACTIVE else None
+            stale = {d for d in (old, keep) if d and d != row.checkpoint_digest}
+            _cancel_children(s, job_id)
+            stale |= _release_kept(s, job_id)
             data: dict[str, Any] = {"state": state}
             if error:
                 data["error"] = error
@@ -334,7 +373,14 @@ class JobStore:
                 data["model_version"] = model_version
             _event(s, job_id, "state", data)
             s.flush()
-            return True, unreferenced(s, {old} if old else set())
+            return True, unreferenced(s, stale)
+
+    def release_kept(self, parent_id: int, *, keep_job: int | None = None) -> set[str]:
+        """Stop referencing the models that the finished trials of search ``parent_id``
+        kept (all but ``keep_job``'s); the blobs no row uses any more. Delete them under
+        the registry's lock (``RegistryLock``), as a concurrent push may reuse one."""
+        with self._sessions.begin() as s:
+            return unreferenced(s, _release_kept(s, parent_id, keep_job))
 
     def release(self, job_id: int, token: str, reason: str) -> bool:
         """Give a running job back to the queue (its worker is stopping): the next worker
@@ -365,6 +411,39 @@ def _holds(s: Session, job_id: int, token: str) -> bool:
     )
 
 
+def _cancel_children(s: Session, job_id: int) -> None:
+    """The trials of a search that ended: queued ones cancelled, running ones asked to stop."""
+    for child in s.scalars(
+        select(JobRow).where(JobRow.parent_id == job_id, JobRow.state.in_(ACTIVE))
+    ):
+        if child.state == "queued":
+            child.state = "cancelled"
+            child.finished_at = utcnow()
+            _event(s, child.id, "state", {"state": "cancelled", "reason": "its search ended"})
+        elif not child.cancel_requested:
+            child.cancel_requested = True
+            _event(s, child.id, "log", {"message": "cancellation requested: its search ended"})
+
+
+def _release_kept(s: Session, parent_id: int, keep_job: int | None = None) -> set[str]:
+    """Clear the digests the finished trials of ``parent_id`` (but ``keep_job``) kept."""
+    kept = s.execute(
+        select(JobRow.id, JobRow.checkpoint_digest).where(
+            JobRow.parent_id == parent_id,
+            JobRow.state.in_(FINISHED),
+            JobRow.checkpoint_digest.is_not(None),
+            JobRow.id != (keep_job or 0),
+        )
+    ).all()
+    if kept:
+        s.execute(
+            update(JobRow)
+            .where(JobRow.id.in_([job_id for job_id, _ in kept]))
+            .values(checkpoint_digest=None)
+        )
+    return {digest for _, digest in kept if digest}
+
+
 def _event(s: Session, job_id: int, kind: str, data: dict[str, Any]) -> None:
     s.add(JobEventRow(job_id=job_id, kind=kind, data=data))
 
@@ -381,6 +460,7 @@ def _record(s: Session, row: JobRow) -> JobRecord:
     return JobRecord(
         id=row.id,
         kind=row.kind,
+        parent=row.parent_id,
         state=row.state,
         cancel_requested=row.cancel_requested,
         tenant=tenant,

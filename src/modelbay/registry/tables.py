@@ -305,6 +305,7 @@ class JobRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
     kind: Mapped[str] = mapped_column(String(16), default="train")
+    parent_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
     state: Mapped[str] = mapped_column(String(16), index=True, default="queued")
     cancel_requested: Mapped[bool] = mapped_column(default=False)
     spec: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
@@ -342,3 +343,65 @@ class JobEventRow(Base):
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     kind: Mapped[str] = mapped_column(String(16))
     data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class FederationRow(Base):
+    """A federated job's rounds as its coordinator runs them and its clients see them: the
+    open round, its global weights (a blob) and which clients it waits for."""
+
+    __tablename__ = "federations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(
+        ForeignKey("jobs.id", ondelete="CASCADE"), unique=True, index=True
+    )
+    stage: Mapped[str] = mapped_column(String(16))  # waiting, training, done, failed
+    round: Mapped[int] = mapped_column(Integer, default=0)
+    lr: Mapped[float] = mapped_column(Float, default=0.0)
+    layout: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # tensor: shape
+    row_shape: Mapped[list[int]] = mapped_column(JSON, default=list)
+    classes: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    model_digest: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    selected: Mapped[list[str]] = mapped_column(JSON, default=list)  # clients of the round
+    deadline_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )
+
+
+class FederatedClientRow(Base):
+    """A client that joined a federation with its API key and its data's statistics."""
+
+    __tablename__ = "federated_clients"
+    __table_args__ = (UniqueConstraint("federation_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    federation_id: Mapped[int] = mapped_column(
+        ForeignKey("federations.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(32))
+    key_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    state: Mapped[str] = mapped_column(String(16), default="active")  # active, dropped
+    examples: Mapped[int] = mapped_column(BigInteger)
+    statistics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    updates: Mapped[int] = mapped_column(Integer, default=0)
+    joined_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class FederatedUpdateRow(Base):
+    """A client's update of one round: its weights (a blob) until the round closes."""
+
+    __tablename__ = "federated_updates"
+    __table_args__ = (UniqueConstraint("federation_id", "round", "client_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    federation_id: Mapped[int] = mapped_column(
+        ForeignKey("federations.id", ondelete="CASCADE"), index=True
+    )
+    round: Mapped[int] = mapped_column(Integer)
+    client_id: Mapped[int] = mapped_column(ForeignKey("federated_clients.id", ondelete="CASCADE"))
+    digest: Mapped[str] = mapped_column(String(64), index=True)
+    examples: Mapped[int] = mapped_column(BigInteger)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -18,6 +18,8 @@ _ADMIN = Rule(Scope.ADMIN)
 _MANAGE = Rule(Scope.MANAGE)
 
 _M = "/api/v1/models/{name}"
+_F = "/api/v1/jobs/{job}/federated"
+_TAKE_PART = Rule(Scope.WRITE, resource="job", param="job")
 
 REST_RULES: dict[tuple[str, str], Rule] = {
     # V2: health and server metadata are public (load balancers and probes call them)
@@ -78,6 +80,12 @@ REST_RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/api/v1/jobs/{job}"): Rule(Scope.READ, resource="job", param="job"),
     ("GET", "/api/v1/jobs/{job}/events"): Rule(Scope.READ, resource="job", param="job"),
     ("POST", "/api/v1/jobs/{job}/cancel"): Rule(Scope.WRITE, resource="job", param="job"),
+    # a federated job's clients: keys of its tenant that may train (or admins) take part
+    ("GET", _F): Rule(Scope.READ, resource="job", param="job"),
+    ("POST", _F + "/clients"): _TAKE_PART,
+    ("GET", _F + "/clients/{client}"): _TAKE_PART,
+    ("GET", _F + "/rounds/{round}/model"): _TAKE_PART,
+    ("PUT", _F + "/rounds/{round}/updates/{client}"): _TAKE_PART,
     # tenants, keys, usage
     ("GET", "/api/v1/whoami"): AUTHENTICATED,
     ("POST", "/api/v1/tenants"): _ADMIN,

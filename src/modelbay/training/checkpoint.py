@@ -80,11 +80,18 @@ def save(path: Path, spec: TrainSpec, rows: int, trainable: Trainable, progress:
 def restore(path: Path, spec: TrainSpec, rows: int, trainable: Trainable) -> Progress:
     """Load a checkpoint written by ``save`` into the freshly built objects."""
     try:
-        state = torch.load(path, weights_only=True)
+        state = torch.load(path, weights_only=True, map_location="cpu")
     except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
         raise InvalidRequest(
             f"cannot read checkpoint '{path.name}': {exc}", param="resume", status=422
         ) from exc
+    return restore_state(state, spec, rows, trainable)
+
+
+def restore_state(
+    state: dict[str, Any], spec: TrainSpec, rows: int, trainable: Trainable
+) -> Progress:
+    """``restore`` of a checkpoint already read."""
     if state.get("format") != CHECKPOINT_FORMAT or state.get("spec") != spec.model_dump(
         mode="json"
     ):

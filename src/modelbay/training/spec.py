@@ -8,28 +8,39 @@ a ``TrainSpec`` with every value filled in (family defaults included), or raises
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from modelbay.errors import InvalidRequest
-from modelbay.training.table import IMAGE_TARGET, ColumnStats, DatasetSchema, Task, column
+from modelbay.training.spec_schema import (
+    CONVOLUTIONAL,
+    RECURRENT,
+    fail,
+    features_of,
+    image_view,
+    row_shape,
+    steps_of,
+    target_column,
+    task_of,
+)
+from modelbay.training.table import DatasetSchema, Task
 
 Family = Literal["linear", "logistic", "perceptron", "mlp", "cnn", "resnet", "rnn", "lstm", "gru"]
 FAMILIES: tuple[str, ...] = get_args(Family)
-RECURRENT = ("rnn", "lstm", "gru")
-CONVOLUTIONAL = ("cnn", "resnet")
 
 Optimizer = Literal["sgd", "adam", "adamw"]
 Schedule = Literal["none", "step", "cosine", "onecycle", "plateau"]
 Monitor = Literal["val_loss", "val_accuracy", "val_r2"]
 BatchSize = Annotated[int, Field(ge=1)] | Literal["full"]
-
-MAX_CLASSES = 1000
-INFERRED_CLASSES = 100
-"""An integer target with at most this many distinct values is read as classes."""
+Strategy = Literal["single", "ddp", "average", "ensemble", "federated"]
+STRATEGIES: tuple[str, ...] = get_args(Strategy)
+PARALLEL = ("ddp", "average", "ensemble")
+"""Strategies that train in ``workers`` processes of one job."""
+SyncEvery = Annotated[int, Field(ge=1)] | Literal["epoch", "end"]
+Partition = Literal["iid", "label"]
+Amp = Literal["none", "bf16"]
+Device = Literal["auto", "cpu", "cuda"]
 
 
 def _comma_list(value: Any) -> Any:
@@ -100,6 +111,22 @@ class TrainSpec(BaseModel):
     hidden_size: int = Field(default=64, ge=1)
     layers: int = Field(default=1, ge=1)
     channels: list[int] = Field(default_factory=lambda: [16, 32, 64])
+    strategy: Strategy = "single"
+    workers: int = Field(default=1, ge=1, le=64)
+    sync_every: SyncEvery = "epoch"
+    clients: int = Field(default=2, ge=1, le=1000)
+    min_clients: int | None = None
+    rounds: int = Field(default=10, ge=1, le=10_000)
+    local_epochs: int = Field(default=1, ge=1, le=1000)
+    simulate: bool = False
+    partition: Partition = "iid"
+    round_timeout_s: float = Field(default=300.0, gt=0, le=86_400)
+    proximal_mu: float = Field(default=0.0, ge=0, le=100)
+    dp_clip: float | None = Field(default=None, gt=0)
+    dp_noise: float = Field(default=0.0, ge=0, le=100)
+    dp_delta: float = Field(default=1e-5, gt=0, lt=1)
+    device: Device = "auto"
+    amp: Amp = "none"
 
 
 class _Params(BaseModel):
@@ -132,6 +159,22 @@ class _Params(BaseModel):
     hidden_size: Annotated[int, Field(ge=1, le=4096)] | None = None
     layers: Annotated[int, Field(ge=1, le=8)] | None = None
     channels: Sizes | None = None
+    strategy: Annotated[Strategy | None, BeforeValidator(_lower)] = None
+    workers: Annotated[int, Field(ge=1, le=64)] | None = None
+    sync_every: Annotated[SyncEvery | None, BeforeValidator(_lower)] = None
+    clients: Annotated[int, Field(ge=1, le=1000)] | None = None
+    min_clients: Annotated[int, Field(ge=1, le=1000)] | None = None
+    rounds: Annotated[int, Field(ge=1, le=10_000)] | None = None
+    local_epochs: Annotated[int, Field(ge=1, le=1000)] | None = None
+    simulate: bool | None = None
+    partition: Annotated[Partition | None, BeforeValidator(_lower)] = None
+    round_timeout_s: Annotated[float, Field(gt=0, le=86_400)] | None = None
+    proximal_mu: Annotated[float, Field(ge=0, le=100)] | None = None
+    dp_clip: Annotated[float, Field(gt=0, le=1e6)] | None = None
+    dp_noise: Annotated[float, Field(ge=0, le=100)] | None = None
+    dp_delta: Annotated[float, Field(gt=0, lt=1)] | None = None
+    device: Annotated[Device | None, BeforeValidator(_lower)] = None
+    amp: Annotated[Amp | None, BeforeValidator(_lower)] = None
 
 
 EXPECTED: dict[str, str] = {
@@ -160,6 +203,22 @@ EXPECTED: dict[str, str] = {
     "hidden_size": "an integer from 1 to 4096 (rnn, lstm, gru)",
     "layers": "an integer from 1 to 8 (rnn, lstm, gru)",
     "channels": "comma-separated stage widths, e.g. 16,32,64 (resnet)",
+    "strategy": "single, ddp, average, ensemble or federated",
+    "workers": "an integer from 1 to 64 (processes; strategy ddp, average or ensemble)",
+    "sync_every": "an integer >= 1 (steps), epoch or end (strategy average)",
+    "clients": "an integer from 1 to 1000 (strategy federated)",
+    "min_clients": "an integer from 1 to clients (strategy federated)",
+    "rounds": "an integer from 1 to 10000 (strategy federated)",
+    "local_epochs": "an integer from 1 to 1000 (strategy federated)",
+    "simulate": "true or false (strategy federated)",
+    "partition": "iid or label (strategy federated with simulate)",
+    "round_timeout_s": "a number of seconds > 0 (strategy federated)",
+    "proximal_mu": "a number >= 0 (FedProx; strategy federated)",
+    "dp_clip": "a number > 0 (the clipping norm of updates; strategy federated)",
+    "dp_noise": "a number >= 0 (the noise multiplier; strategy federated, with dp_clip)",
+    "dp_delta": "a number > 0 and < 1 (strategy federated, with dp_clip)",
+    "device": "auto, cpu or cuda",
+    "amp": "none or bf16 (mixed precision)",
 }
 """What each parameter accepts, as error messages say it."""
 
@@ -187,21 +246,43 @@ _ONLY_FOR: dict[str, tuple[str, ...]] = {
 }
 """Parameters that mean something for some families only."""
 
+FEDERATED_PARAMS = (
+    "clients",
+    "min_clients",
+    "rounds",
+    "local_epochs",
+    "simulate",
+    "partition",
+    "round_timeout_s",
+    "proximal_mu",
+    "dp_clip",
+    "dp_noise",
+    "dp_delta",
+)
+_STRATEGY_ONLY: dict[str, tuple[str, ...]] = {
+    "workers": PARALLEL,
+    "sync_every": ("average",),
+    **{name: ("federated",) for name in FEDERATED_PARAMS},
+}
+"""Parameters that mean something for some strategies only."""
+
 
 def applies(name: str, spec: Mapping[str, Any]) -> bool:
     """Whether hyperparameter ``name`` means something for ``spec`` (a ``TrainSpec`` as a
     dict: every field is filled in, used or not)."""
     if name in _ONLY_FOR:
         return spec.get("family") in _ONLY_FOR[name]
+    if name in _STRATEGY_ONLY:
+        if name == "partition" and not spec.get("simulate"):
+            return False
+        if name in ("dp_noise", "dp_delta") and spec.get("dp_clip") is None:
+            return False
+        return spec.get("strategy", "single") in _STRATEGY_ONLY[name]
     if name == "momentum":
         return spec.get("optimizer") == "sgd"
     if name in ("step_size", "gamma"):
         return spec.get("lr_schedule") in ("step", "plateau")
     return True
-
-
-def _fail(param: str, message: str) -> InvalidRequest:
-    return InvalidRequest(message, param=param, status=422)
 
 
 def resolve_spec(
@@ -210,31 +291,32 @@ def resolve_spec(
     """The checked ``TrainSpec`` of training ``family`` to predict ``target`` of a dataset
     with ``schema``; ``InvalidRequest`` (422) naming the field if it makes no sense."""
     if family not in FAMILIES:
-        raise _fail("family", f"unknown model family '{family}'; families: {', '.join(FAMILIES)}")
+        raise fail("family", f"unknown model family '{family}'; families: {', '.join(FAMILIES)}")
     given = _parse(params)
     for name, families in _ONLY_FOR.items():
         if getattr(given, name) is not None and family not in families:
-            raise _fail(
+            raise fail(
                 f"params.{name}",
                 f"params.{name} applies to {', '.join(families)} only, not {family}",
             )
     images = schema.get("kind") == "images"
-    target_col = _target_column(target, schema, images)
-    task = _task(family, target, target_col, given.task, images, schema.get("rows"))
+    target_col = target_column(target, schema, images)
+    task = task_of(family, target, target_col, given.task, images, schema.get("rows"))
     values: dict[str, Any] = dict(FAMILY_DEFAULTS[family])
     values.update(given.model_dump(exclude_none=True, exclude={"task", "features"}))
     values.update(family=family, target=target, task=task)
-    values["features"] = None if images else _features(target, given.features, schema)
+    values["features"] = None if images else features_of(target, given.features, schema)
     if images and given.features is not None:
-        raise _fail(
+        raise fail(
             "params.features", "params.features: an image dataset has one feature, the image"
         )
-    row_shape = _row_shape(values["features"], schema)
+    row = row_shape(values["features"], schema)
     if family in CONVOLUTIONAL:
-        values["input_shape"] = _image_view(family, row_shape, given.input_shape)
+        values["input_shape"] = image_view(family, row, given.input_shape)
     if family in RECURRENT:
-        values["steps"] = _steps(row_shape, given.steps)
+        values["steps"] = steps_of(row, given.steps)
     _check_training(values, given, task)
+    _check_strategy(values, given)
     if given.step_size is None and values.get("lr_schedule") in ("step", "plateau"):
         epochs = values.get("epochs", 20)
         values["step_size"] = max(1, epochs // 3) if values["lr_schedule"] == "step" else 2
@@ -245,7 +327,7 @@ def _parse(params: Mapping[str, Any]) -> _Params:
     known = _Params.model_fields
     for name in params:
         if name not in known:
-            raise _fail(
+            raise fail(
                 f"params.{name}",
                 f"unknown parameter '{name}'; parameters: {', '.join(sorted(known))}",
             )
@@ -254,232 +336,36 @@ def _parse(params: Mapping[str, Any]) -> _Params:
     except ValidationError as exc:
         error = exc.errors()[0]
         name = str(error["loc"][0])
-        raise _fail(
+        raise fail(
             f"params.{name}",
             f"params.{name}: invalid value {error['input']!r} ({error['msg']}); "
             f"expected {EXPECTED[name]}",
         ) from None
 
 
-def _target_column(target: str, schema: DatasetSchema, images: bool) -> ColumnStats | None:
-    if images:
-        if target != IMAGE_TARGET:
-            raise _fail(
-                "target",
-                f"unknown target '{target}'; an image dataset has one column, '{IMAGE_TARGET}'",
-            )
-        return None
-    col = column(schema, target)
-    if col is None:
-        names = _listed(schema.get("columns", []))
-        raise _fail("target", f"unknown target column '{target}'; columns: {names}")
-    return col
-
-
-def _listed(columns: list[ColumnStats], limit: int = 50) -> str:
-    """Column names for a message: the first ``limit``, then how many more."""
-    names = [str(c.get("name")) for c in columns]
-    more = f" ... ({len(names) - limit} more)" if len(names) > limit else ""
-    return ", ".join(names[:limit]) + more
-
-
-def _integer_valued(col: ColumnStats) -> bool:
-    """Whether the column holds whole numbers (int/bool dtype, or floats that all are)."""
-    dtype = col.get("dtype", "").lower()
-    if dtype.startswith(("int", "uint", "bool")):
-        return True
-    top = col.get("top")
-    if col.get("numeric") and top and col.get("unique", len(top) + 1) <= len(top):
-        try:
-            return all(float(value).is_integer() for value in top)
-        except ValueError:
-            return False
-    return False
-
-
-def _task(
-    family: str,
-    target: str,
-    col: ColumnStats | None,
-    wanted: Task | None,
-    images: bool,
-    rows: int | None,
-) -> Task:
-    fixed: Task | None = None
-    if family == "linear":
-        fixed = "regression"
-    elif family in ("logistic", "perceptron"):
-        fixed = "classification"
-    if fixed is not None and wanted is not None and wanted != fixed:
-        raise _fail("params.task", f"{family} does {fixed} only; params.task was {wanted}")
-    if images:
-        if (fixed or wanted) == "regression":
-            raise _fail(
-                "params.task" if wanted else "family",
-                "an image dataset is classified by its label; regression needs a tabular "
-                "dataset (families for images: logistic, perceptron, mlp, cnn, resnet, rnn, "
-                "lstm, gru)",
-            )
-        return "classification"
-    assert col is not None
-    numeric = bool(col.get("numeric"))
-    unique = int(col.get("unique", 0))
-    task = fixed or wanted
-    if task is None:
-        classes = not numeric or (_integer_valued(col) and unique <= INFERRED_CLASSES)
-        task = "classification" if classes else "regression"
-    if task == "regression" and not numeric:
-        raise _fail(
-            "target",
-            f"target '{target}' is not numeric ({col.get('dtype')}); regression needs a "
-            "numeric target (use a classifier: logistic, mlp ...)",
-        )
-    if task == "classification":
-        many = min(INFERRED_CLASSES, (rows or 2 * INFERRED_CLASSES) // 2)
-        if numeric and not _integer_valued(col) and unique > many:
-            raise _fail(
-                "target",
-                f"target '{target}' is a float column with {unique} distinct values; "
-                f"classes of a float target must be few (at most {many} here): use linear, "
-                "or task=regression",
-            )
-        if unique > MAX_CLASSES or unique < 2:
-            raise _fail(
-                "target",
-                f"target '{target}' has {unique} distinct values; classification needs "
-                f"2 to {MAX_CLASSES} classes",
-            )
-    return task
-
-
-def _features(target: str, wanted: list[str] | None, schema: DatasetSchema) -> list[str]:
-    columns = schema.get("columns", [])
-    if wanted is None:
-        names = [
-            str(c.get("name")) for c in columns if c.get("numeric") and c.get("name") != target
-        ]
-        if not names:
-            raise _fail(
-                "params.features",
-                f"params.features: the dataset has no numeric column besides the target "
-                f"'{target}' to use as a feature",
-            )
-        return names
-    for name in wanted:
-        col = column(schema, name)
-        if col is None:
-            listed = _listed(columns)
-            raise _fail(
-                "params.features", f"params.features: unknown column '{name}'; columns: {listed}"
-            )
-        if name == target:
-            raise _fail(
-                "params.features", f"params.features: the target '{target}' cannot be a feature"
-            )
-        if not col.get("numeric"):
-            raise _fail(
-                "params.features",
-                f"params.features: column '{name}' is not numeric ({col.get('dtype')}); "
-                "features must be numeric columns",
-            )
-    if len(set(wanted)) != len(wanted):
-        raise _fail("params.features", "params.features names a column twice")
-    return wanted
-
-
-def _row_shape(features: list[str] | None, schema: DatasetSchema) -> list[int]:
-    """The shape of one row as served: ``[F]`` (tabular) or ``[C, H, W]`` (images)."""
-    if features is not None:
-        return [len(features)]
-    shape = list(schema.get("image_shape", []))
-    if len(shape) != 3:
-        raise _fail("dataset", f"the image dataset records no [C, H, W] image shape ({shape})")
-    return shape
-
-
-def _square(n: int) -> int | None:
-    side = math.isqrt(n)
-    return side if side * side == n else None
-
-
-def _image_view(family: str, row: list[int], wanted: list[int] | None) -> list[int]:
-    """``[C, H, W]`` a row is read as by a convolutional model."""
-    if len(row) == 3:
-        if wanted is not None and wanted != row:
-            raise _fail(
-                "params.input_shape",
-                f"images of this dataset are {'x'.join(map(str, row))}; params.input_shape "
-                "cannot change that",
-            )
-        view = row
-    elif wanted is not None:
-        if math.prod(wanted) != row[0]:
-            raise _fail(
-                "params.input_shape",
-                f"params.input_shape {'x'.join(map(str, wanted))} holds {math.prod(wanted)} "
-                f"values, but a row has {row[0]} features; the product must equal it",
-            )
-        view = wanted
-    else:
-        side = _square(row[0])
-        if side is None:
-            raise _fail(
-                "params.input_shape",
-                f"{family} reads a row as an image: {row[0]} features is not a perfect square, "
-                "so give params.input_shape=CxHxW whose product is the feature count",
-            )
-        view = [1, side, side]
-    if family == "cnn" and min(view[1:]) < 4:
-        raise _fail(
-            "params.input_shape",
-            f"cnn pools twice, so its input_shape must be at least 4x4 (got {view[1]}x{view[2]})",
-        )
-    return view
-
-
-def _steps(row: list[int], wanted: int | None) -> int:
-    """Time steps a row is read as by a recurrent model."""
-    if len(row) == 3:
-        if wanted is not None and wanted != row[1]:
-            raise _fail(
-                "params.steps",
-                f"an image is read as its {row[1]} rows (steps); params.steps cannot change that",
-            )
-        return row[1]
-    features = row[0]
-    if wanted is None:
-        return _square(features) or features
-    if features % wanted:
-        raise _fail(
-            "params.steps",
-            f"params.steps={wanted} does not divide the {features} features of a row",
-        )
-    return wanted
-
-
 def _check_training(values: dict[str, Any], given: _Params, task: Task) -> None:
     """Hyperparameters that only make sense together."""
     if given.momentum is not None and values.get("optimizer", "adam") != "sgd":
-        raise _fail("params.momentum", "params.momentum applies to optimizer=sgd only")
+        raise fail("params.momentum", "params.momentum applies to optimizer=sgd only")
     schedule = values.get("lr_schedule", "none")
     for name in ("step_size", "gamma"):
         if getattr(given, name) is not None and schedule not in ("step", "plateau"):
-            raise _fail(
+            raise fail(
                 f"params.{name}", f"params.{name} applies to lr_schedule step or plateau only"
             )
     if given.class_weights is not None and task != "classification":
-        raise _fail("params.class_weights", "params.class_weights applies to classification")
+        raise fail("params.class_weights", "params.class_weights applies to classification")
     monitor = values.get("monitor", "val_loss")
     if monitor == "val_accuracy" and task != "classification":
-        raise _fail("params.monitor", "monitor val_accuracy needs classification; use val_r2")
+        raise fail("params.monitor", "monitor val_accuracy needs classification; use val_r2")
     if monitor == "val_r2" and task != "regression":
-        raise _fail("params.monitor", "monitor val_r2 needs regression; use val_accuracy")
+        raise fail("params.monitor", "monitor val_r2 needs regression; use val_accuracy")
     if values["family"] == "resnet" and values.get("batch_size") == 1:
-        raise _fail("params.batch_size", "resnet's BatchNorm needs batch_size >= 2 (or full)")
+        raise fail("params.batch_size", "resnet's BatchNorm needs batch_size >= 2 (or full)")
     validation = values.get("validation_split", 0.1)
     test = values.get("test_split", 0.2)
     if validation + test > 0.8:
-        raise _fail(
+        raise fail(
             "params.validation_split"
             if given.validation_split is not None
             else "params.test_split",
@@ -488,12 +374,58 @@ def _check_training(values: dict[str, Any], given: _Params, task: Task) -> None:
         )
     if validation == 0:
         if values.get("early_stopping", 0) > 0:
-            raise _fail(
+            raise fail(
                 "params.early_stopping", "params.early_stopping needs a validation_split above 0"
             )
         if schedule == "plateau":
-            raise _fail(
-                "params.lr_schedule", "lr_schedule plateau needs a validation_split above 0"
-            )
+            raise fail("params.lr_schedule", "lr_schedule plateau needs a validation_split above 0")
         if given.monitor is not None:
-            raise _fail("params.monitor", "params.monitor needs a validation_split above 0")
+            raise fail("params.monitor", "params.monitor needs a validation_split above 0")
+
+
+def _check_strategy(values: dict[str, Any], given: _Params) -> None:
+    """Parameters of a strategy other than the job's, and strategy defaults."""
+    strategy = values.get("strategy", "single")
+    for name, strategies in _STRATEGY_ONLY.items():
+        if getattr(given, name) is not None and strategy not in strategies:
+            raise fail(
+                f"params.{name}",
+                f"params.{name} applies to strategy {' or '.join(strategies)} only, not {strategy}",
+            )
+    if strategy in PARALLEL and given.workers is None:
+        values["workers"] = 2
+    if strategy == "federated":
+        clients = values.get("clients", 2)
+        minimum = values.get("min_clients") or clients
+        if minimum > clients:
+            raise fail(
+                "params.min_clients",
+                f"params.min_clients ({minimum}) cannot exceed params.clients ({clients})",
+            )
+        values["min_clients"] = minimum
+        if given.partition is not None and not values.get("simulate"):
+            raise fail(
+                "params.partition",
+                "params.partition applies to a simulated federation (simulate=true): real "
+                "clients bring their own data",
+            )
+        schedule = values.get("lr_schedule", "none")
+        if schedule in ("onecycle", "plateau"):
+            raise fail(
+                "params.lr_schedule",
+                f"lr_schedule {schedule} does not apply to strategy federated, whose schedule "
+                "runs over rounds: use none, step or cosine",
+            )
+        if values.get("early_stopping", 0):
+            raise fail(
+                "params.early_stopping",
+                "params.early_stopping does not apply to strategy federated: it runs all its "
+                "rounds",
+            )
+        if (given.dp_noise is not None or given.dp_delta is not None) and values.get(
+            "dp_clip"
+        ) is None:
+            raise fail(
+                "params.dp_clip",
+                "differential privacy needs params.dp_clip (the clipping norm) with dp_noise",
+            )

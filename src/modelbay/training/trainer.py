@@ -21,18 +21,12 @@ from torch import nn
 
 from modelbay.runtimes import load_runtime
 from modelbay.tensors import Signature
-from modelbay.training.checkpoint import (
-    CHECKPOINT,
-    Progress,
-    Scheduler,
-    Trainable,
-    restore,
-    save,
-)
+from modelbay.training.checkpoint import CHECKPOINT, Progress, Scheduler, Trainable
 from modelbay.training.export import INPUT, export_onnx
 from modelbay.training.families import TrainedModel, build_model
+from modelbay.training.plan import Plan, Single
 from modelbay.training.spec import TrainSpec
-from modelbay.training.splits import check_splits, split_rows
+from modelbay.training.splits import Splits, check_splits, split_rows
 from modelbay.training.table import InvalidDataset, Table, Task
 
 EVAL_CHUNK = 4096
@@ -47,9 +41,9 @@ class Hooks(Protocol):
     def on_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
         """After each epoch (1-based): loss (mean over the epoch's training rows), val_loss,
         val_accuracy or val_r2 (with a validation split), lr (the epoch's first), samples_per_s
-        (training rows per second of the batch loop) and seconds (the whole epoch, validation
-        and checkpoint included). Regression losses are mean squared errors of the
-        standardised target."""
+        (training rows per second of the batch loop; a parallel job's processes together)
+        and seconds (the whole epoch, validation and checkpoint included). Regression losses
+        are mean squared errors of the standardised target."""
 
     def on_log(self, message: str) -> None:
         """A line for the job's log."""
@@ -110,6 +104,36 @@ def train(
     epoch, and export the model to ``workdir/model/model.onnx``. ``resume``: a checkpoint of
     this spec and table; training continues after its epoch and ends as a run that was
     never interrupted would have."""
+    result = run_training(table, spec, workdir, hooks, resume=resume, threads=threads)
+    assert result is not None
+    return result
+
+
+def training_device(wanted: str) -> torch.device:
+    """``auto``: CUDA when this process has it, else the CPU."""
+    if wanted == "cuda" and not torch.cuda.is_available():
+        raise InvalidDataset(
+            "params.device=cuda, but this worker has no CUDA device; use device=auto or cpu"
+        )
+    if wanted in ("cuda", "auto") and torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def run_training(
+    table: Table,
+    spec: TrainSpec,
+    workdir: Path,
+    hooks: Hooks,
+    *,
+    resume: Path | None = None,
+    threads: int = 1,
+    plan: Plan | None = None,
+) -> TrainResult | None:
+    """``train`` as one process of ``plan`` runs it (default: ``Single``, the whole job);
+    the result on the plan's chief process, None on the others."""
+    plan = plan or Single()
+    device = training_device(spec.device)
     torch.set_num_threads(threads)
     _check_table(table, spec)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -126,25 +150,31 @@ def train(
     train_rows = torch.from_numpy(splits.train)
     num_outputs = len(table.classes or []) if classifier else 1
 
-    torch.manual_seed(spec.seed)
+    torch.manual_seed(plan.seed(spec))
     model = build_model(spec, tuple(features.shape[1:]), num_outputs)
     model.normalize.fit(features[train_rows])
     if not classifier:
         model.fit_target(target[train_rows])
     target_fit = _fitted(model, target)
-    criterion = _criterion(spec, target[train_rows], num_outputs)
+    criterion = _criterion(spec, target[train_rows], num_outputs, device)
+    model.to(device)
+    net = plan.wrap(model)
     optimizer = _optimizer(spec, model)
-    data = _TrainingRows(features, target_fit, train_rows, _batches(spec, len(train_rows), model))
+    rows = plan.rows(train_rows, spec)
+    per_epoch = len(plan.epoch_order(torch.arange(len(rows))))
+    batches = _batches(plan.batch_size(spec, per_epoch), per_epoch, model)
+    data = _TrainingRows(features, target_fit, rows, batches, device)
     scheduler = _scheduler(spec, optimizer, len(data.batches))
     generator = torch.Generator().manual_seed(spec.seed)
     progress = Progress()
     trainable = Trainable(model, optimizer, scheduler, generator)
     if resume is not None:
-        progress = restore(resume, spec, table.rows, trainable)
+        progress = plan.restore(resume, spec, table.rows, trainable)
         hooks.on_log(f"resumed from the checkpoint of epoch {progress.epoch}")
 
     x_val = features[splits.validation]
     y_val = target_fit[splits.validation]
+    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=spec.amp == "bf16")
     per_batch = scheduler if isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR) else None
     l1_weights = [p for p in model.parameters() if p.dim() > 1] if spec.l1 > 0 else []
     sizes = torch.tensor([stop - start for start, stop in data.batches], dtype=torch.float32)
@@ -155,23 +185,28 @@ def train(
             break
         started = time.perf_counter()
         lr = float(optimizer.param_groups[0]["lr"])
-        model.train()
-        order = torch.randperm(len(train_rows), generator=generator)
+        net.train()
+        order = plan.epoch_order(torch.randperm(len(rows), generator=generator))
         losses: list[torch.Tensor] = []  # per batch; summed once the epoch is done
         for xb, yb in data.epoch(order):
             if hooks.cancelled():
                 raise Cancelled(f"cancelled in epoch {epoch}")
             optimizer.zero_grad(set_to_none=True)
-            loss = criterion(model.logits(xb), yb)
+            with amp:
+                logits = net(xb)
+            loss = criterion(logits.float(), yb)
             losses.append(loss.detach())
             if l1_weights:
                 loss = loss + spec.l1 * sum(w.abs().sum() for w in l1_weights)
             loss.backward()  # type: ignore[no-untyped-call]
+            plan.after_backward(model)
             optimizer.step()
+            plan.after_step(model)
             if per_batch is not None:
                 per_batch.step()
+        plan.end_epoch(model)
         loop_seconds = time.perf_counter() - started
-        metrics = {"loss": float(torch.stack(losses) @ sizes) / trained_rows, "lr": lr}
+        metrics = {"loss": float(torch.stack(losses).cpu() @ sizes) / trained_rows, "lr": lr}
         if len(x_val):
             val_loss, score = _evaluate(model, x_val, y_val, criterion)
             metrics["val_loss"] = val_loss
@@ -179,13 +214,15 @@ def train(
             _early_stopping(progress, spec, model, epoch, metrics[spec.monitor])
         else:
             progress.best_epoch = epoch
+        progress.stopped = plan.agree_stop(progress.stopped)
         _step_epoch(scheduler, metrics)
         progress.epoch = epoch
-        save(path, spec, table.rows, trainable, progress)
-        metrics["samples_per_s"] = trained_rows / max(loop_seconds, 1e-9)
+        saved = plan.save(path, spec, table.rows, trainable, progress)
+        metrics["samples_per_s"] = plan.world * trained_rows / max(loop_seconds, 1e-9)
         metrics["seconds"] = time.perf_counter() - started
         hooks.on_epoch(epoch, metrics)
-        hooks.on_checkpoint(path, epoch)
+        if saved is not None:
+            hooks.on_checkpoint(saved, epoch)
         if progress.stopped:
             hooks.on_log(
                 f"early stopping after epoch {epoch}: {spec.monitor} has not improved for "
@@ -194,20 +231,57 @@ def train(
 
     if progress.best_model is not None:
         model.load_state_dict(progress.best_model)
-    model.eval()
-    model_dir = workdir / "model"
-    example = features[train_rows[:4]]
-    entrypoint, signature = export_onnx(model, example, model_dir, spec.task, num_outputs)
-    hooks.on_log(f"exported {entrypoint}")
+    final = plan.final(model)
+    if final is None:
+        return None
     metrics = {
         "epochs": float(progress.epoch),
         "best_epoch": float(progress.best_epoch),
         "stopped_early": float(progress.stopped),
     }
+    test_criterion = _criterion(spec, target[train_rows], num_outputs, torch.device("cpu"))
+    return export_and_test(
+        final.to("cpu"),
+        table,
+        spec,
+        splits,
+        features,
+        test_criterion,
+        workdir,
+        hooks,
+        threads,
+        metrics,
+    )
+
+
+def export_and_test(
+    model: nn.Module,
+    table: Table,
+    spec: TrainSpec,
+    splits: Splits,
+    features: torch.Tensor,
+    criterion: Criterion,
+    workdir: Path,
+    hooks: Hooks,
+    threads: int,
+    metrics: dict[str, float],
+) -> TrainResult:
+    """Export ``model`` (a ``TrainedModel``, or anything with its ``logits``,
+    ``classifier`` and ``target_mean``) to ``workdir/model`` and evaluate it, as served, on
+    the test split: the job's result, with ``metrics`` and the test metrics."""
+    trained: TrainedModel = model.eval()  # type: ignore[assignment]
+    classifier = trained.classifier
+    num_outputs = len(table.classes or []) if classifier else 1
+    model_dir = workdir / "model"
+    example = features[torch.from_numpy(splits.train[:4])]
+    entrypoint, signature = export_onnx(trained, example, model_dir, spec.task, num_outputs)
+    hooks.on_log(f"exported {entrypoint}")
     predictions: list[int] | list[float] = []
     if len(splits.test):
-        x_test = features[splits.test]
-        metrics["test_loss"], _ = _evaluate(model, x_test, target_fit[splits.test], criterion)
+        x_test = features[torch.from_numpy(splits.test)]
+        target = torch.from_numpy(table.target[splits.test])
+        y_fit = _fitted(trained, target.to(torch.int64 if classifier else torch.float32))
+        metrics["test_loss"], _ = _evaluate(trained, x_test, y_fit, criterion)
         outputs = _served_outputs(model_dir, entrypoint, signature, x_test.numpy(), threads)
         truth = table.target[splits.test]
         if classifier:
@@ -241,16 +315,20 @@ class _TrainingRows:
         target: torch.Tensor,
         rows: torch.Tensor,
         batches: list[tuple[int, int]],
+        device: torch.device,
     ) -> None:
         self.batches = batches
         self.rows = rows
+        self.device = device
         self.copied = len(rows) * features[:1].nbytes <= EPOCH_GATHER_BYTES
-        self.features = features[rows] if self.copied else features
-        self.target = target[rows] if self.copied else target
+        self.features = features[rows].to(device) if self.copied else features
+        self.target = target[rows].to(device) if self.copied else target
 
     def epoch(self, order: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """(features, target) of each batch, ``order`` being a permutation of the split."""
+        """(features, target) of each batch, ``order`` indexing ``rows`` (a permutation of
+        them, or a process's share of one)."""
         if self.copied:
+            order = order.to(self.device)
             xs, ys = self.features[order], self.target[order]
             for start, stop in self.batches:
                 yield xs[start:stop], ys[start:stop]
@@ -258,12 +336,15 @@ class _TrainingRows:
             rows = self.rows[order]
             for start, stop in self.batches:
                 picked = rows[start:stop]
-                yield self.features[picked], self.target[picked]
+                yield (
+                    self.features[picked].to(self.device, non_blocking=True),
+                    self.target[picked].to(self.device, non_blocking=True),
+                )
 
 
-def _batches(spec: TrainSpec, rows: int, model: nn.Module) -> list[tuple[int, int]]:
-    """``(start, stop)`` of each batch of an epoch over ``rows`` shuffled training rows."""
-    size = rows if spec.batch_size == "full" else min(spec.batch_size, rows)
+def _batches(size: int, rows: int, model: nn.Module) -> list[tuple[int, int]]:
+    """``(start, stop)`` of each batch of ``size`` of an epoch over ``rows`` shuffled
+    training rows."""
     batches = [(start, min(start + size, rows)) for start in range(0, rows, size)]
     if rows % size == 1 and _has_batchnorm(model):
         batches.pop()  # BatchNorm cannot train on one row: leave the odd row out this epoch
@@ -318,7 +399,9 @@ def _fitted(model: TrainedModel, target: torch.Tensor) -> torch.Tensor:
     return (target - model.target_mean) / model.target_std
 
 
-def _criterion(spec: TrainSpec, y_train: torch.Tensor, num_outputs: int) -> Criterion:
+def _criterion(
+    spec: TrainSpec, y_train: torch.Tensor, num_outputs: int, device: torch.device
+) -> Criterion:
     """Cross-entropy (perceptron: multi-class hinge), with balanced class weights if asked;
     regression: mean squared error of the standardised target."""
     if spec.task == "regression":
@@ -327,7 +410,7 @@ def _criterion(spec: TrainSpec, y_train: torch.Tensor, num_outputs: int) -> Crit
     weight = None
     if spec.class_weights == "balanced":
         counts = torch.bincount(y_train, minlength=num_outputs).to(torch.float32)
-        weight = len(y_train) / (num_outputs * counts.clamp(min=1))
+        weight = (len(y_train) / (num_outputs * counts.clamp(min=1))).to(device)
     if spec.family == "perceptron":
         return nn.MultiMarginLoss(weight=weight)
     return nn.CrossEntropyLoss(weight=weight)
@@ -375,14 +458,21 @@ def _evaluate(
 ) -> tuple[float, float]:
     """Loss and accuracy (classification) or R² (regression) of ``model`` on ``x``."""
     model.eval()
+    device = model.target_mean.device
+    y = y.to(device)
     with torch.no_grad():
         logits = torch.cat(
-            [model.logits(x[i : i + EVAL_CHUNK]) for i in range(0, len(x), EVAL_CHUNK)]
+            [
+                model.logits(x[i : i + EVAL_CHUNK].to(device)).float()
+                for i in range(0, len(x), EVAL_CHUNK)
+            ]
         )
         loss = float(criterion(logits, y))
         if model.classifier:
             return loss, float((logits.argmax(dim=1) == y).to(torch.float32).mean())
-        return loss, _r2(logits[:, 0].numpy().astype(np.float64), y.numpy().astype(np.float64))
+        return loss, _r2(
+            logits[:, 0].cpu().numpy().astype(np.float64), y.cpu().numpy().astype(np.float64)
+        )
 
 
 def _r2(predicted: np.ndarray, truth: np.ndarray) -> float:
@@ -401,7 +491,8 @@ def _early_stopping(
     if math.isnan(progress.best) or (value < progress.best if lower else value > progress.best):
         progress.best, progress.best_epoch, progress.bad_epochs = value, epoch, 0
         if spec.early_stopping:
-            progress.best_model = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            state = model.state_dict().items()
+            progress.best_model = {k: v.detach().to("cpu", copy=True) for k, v in state}
         return
     progress.bad_epochs += 1
     if spec.early_stopping and progress.bad_epochs >= spec.early_stopping:

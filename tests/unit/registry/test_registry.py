@@ -10,6 +10,7 @@ from sqlalchemy import text
 
 from modelbay.errors import Conflict, InvalidRequest, NotFound
 from modelbay.registry import FileEntry, NewVersion, Registry, make_engine, migrate
+from modelbay.registry.db import VERSION_TABLE
 from modelbay.registry.tables import Base
 from modelbay.tensors import Signature
 
@@ -32,6 +33,7 @@ def registry(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Registr
     with engine.begin() as conn:
         Base.metadata.drop_all(conn)
         conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
+        conn.execute(text(f"DROP TABLE IF EXISTS {VERSION_TABLE}"))
     migrate(engine)
     migrate(engine)  # idempotent
     yield Registry(engine)

@@ -224,3 +224,34 @@ def test_applies_tells_which_hyperparameters_mean_something_for_a_spec() -> None
     assert applies("gamma", sgd)
     assert applies("hidden_size", sgd)
     assert not applies("channels", sgd)
+
+
+FEDERATED = {"strategy": "federated", "clients": 3}
+
+
+@pytest.mark.parametrize(
+    ("params", "param", "fragment"),
+    [
+        ({"min_clients": 4}, "params.min_clients", "cannot exceed params.clients (3)"),
+        ({"partition": "label"}, "params.partition", "simulate=true"),
+        ({"dp_noise": 1.0}, "params.dp_clip", "dp_clip"),
+        ({"lr_schedule": "onecycle"}, "params.lr_schedule", "over rounds"),
+        ({"lr_schedule": "plateau"}, "params.lr_schedule", "none, step or cosine"),
+        ({"early_stopping": 2}, "params.early_stopping", "all its rounds"),
+    ],
+)
+def test_federated_parameters_that_make_no_sense_are_named(
+    params: dict[str, Any], param: str, fragment: str
+) -> None:
+    with pytest.raises(InvalidRequest) as info:
+        resolve_spec("cnn", "target", {**FEDERATED, **params}, DIGITS_SCHEMA)
+    assert (info.value.param, info.value.status) == (param, 422)
+    assert fragment in info.value.message, info.value.message
+
+
+def test_a_federated_spec_waits_for_every_client_unless_told_otherwise() -> None:
+    spec = resolve_spec("cnn", "target", {**FEDERATED, "simulate": "true"}, DIGITS_SCHEMA)
+    assert (spec.clients, spec.min_clients, spec.simulate) == (3, 3, True)
+    assert spec.lr_schedule == "cosine"  # the CNN's, run over rounds
+    fewer = resolve_spec("cnn", "target", {**FEDERATED, "min_clients": 2}, DIGITS_SCHEMA)
+    assert fewer.min_clients == 2
