@@ -6,6 +6,10 @@ and the parameters' importances, and a cancelled search taking its trials with i
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -163,3 +167,65 @@ def test_a_bad_space_is_a_422_naming_the_dimension(searcher: RunningServer) -> N
     assert "one task" in json.dumps(error)
     status, _ = create({"trials": 0})
     assert status == 422
+
+
+@pytest.fixture
+def queue(tmp_path: Path) -> Iterator[RunningServer]:
+    """A server with no embedded worker and a short lease: the test starts workers."""
+    running = RunningServer(
+        tmp_path / "data",
+        tmp_path / "server.log",
+        env={"MODELBAY_JOB_WORKERS": "0", "MODELBAY_JOB_LEASE_S": "3"},
+    )
+    running.start()
+    ok(modelbay(running.url, "datasets", "push", "sklearn:digits", "--name", "digits"))
+    yield running
+    running.stop()
+
+
+def _worker(server: RunningServer, log: Path) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELBAY_")}
+    env.update(MODELBAY_JOB_LEASE_S="3", MODELBAY_JOB_POLL_S="0.2")
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "modelbay", "worker", "--data-dir", str(server.data_dir)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+
+
+def test_a_search_whose_worker_is_killed_resumes_its_study_elsewhere(
+    queue: RunningServer, tmp_path: Path
+) -> None:
+    client = Client(queue.url, ADMIN_KEY)
+    search = client.search(
+        "digits", "logistic", "target", trials=4, parallel=1, params={"epochs": 4}, name="resumed"
+    )
+    first = _worker(queue, tmp_path / "worker-1.log")
+    try:
+        deadline = time.monotonic() + 120
+        while not any(
+            c["state"] == "succeeded" for c in client.list_jobs(parent=search["id"])
+        ):  # a trial has ended: the study holds a complete trial
+            assert time.monotonic() < deadline, "no trial ended in time"
+            time.sleep(0.2)
+        first.kill()  # the search's coordinator and its running trial die with it
+        first.wait()
+        second = _worker(queue, tmp_path / "worker-2.log")
+        try:
+            final = client.wait_job(search["id"], timeout=300)
+        finally:
+            second.send_signal(signal.SIGTERM)
+            second.wait(timeout=30)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert final["state"] == "succeeded", final
+    assert final["attempts"] == 2  # resumed once, by the second worker
+    trials = final["result"]["search"]["trials"]
+    assert [t["trial"] for t in trials] == [0, 1, 2, 3]  # none lost, none run twice
+    children = client.list_jobs(parent=search["id"])
+    assert sorted(c["result"]["trial"] for c in children) == [0, 1, 2, 3]
+    versions = http.get(f"{queue.url}/api/v1/models/resumed/versions").json()["versions"]
+    assert [v["version"] for v in versions] == [1]

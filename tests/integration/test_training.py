@@ -429,6 +429,29 @@ def test_cancelling_stops_a_running_job_within_a_batch_and_registers_nothing(
     assert again.status_code == 409
 
 
+def test_a_killed_training_process_fails_its_job_and_leaves_no_checkpoint_behind(
+    queue: RunningServer, tmp_path: Path
+) -> None:
+    client = Client(queue.url, ADMIN_KEY)
+    blobs = queue.data_dir / "blobs"
+    before = {p.name for p in blobs.rglob("*") if p.is_file()}  # the dataset's
+    params = {"epochs": 500, "batch_size": 4}
+    job = client.train("digits", "mlp", "target", params=params, name="killed")
+    worker = _worker(queue, tmp_path / "worker.log")
+    try:
+        _wait(lambda: client.get_job(job["id"]).get("checkpoint_epoch", 0) >= 1)
+        (runner,) = children(worker.pid)
+        os.kill(runner, signal.SIGKILL)
+        final = client.wait_job(job["id"], timeout=60, poll_s=0.2)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=30)
+    assert final["state"] == "failed", final
+    assert final["error"] == "the training process ended with signal 9"
+    # Its checkpoint went with it: the store holds what it held before the job.
+    assert {p.name for p in blobs.rglob("*") if p.is_file()} == before
+
+
 def test_a_tenants_job_limit_answers_429(queue: RunningServer) -> None:
     queue.tenant("busy", max_jobs=1)
     key = queue.key("developer", "busy")

@@ -60,7 +60,7 @@ def federation(federations: FederationsDep, job: JobId) -> FederationStatus:
     "/clients",
     status_code=status.HTTP_201_CREATED,
     summary="Join a federated job with the statistics of the client's data (never the data)",
-    responses=error_responses(404, 409, 422),
+    responses=error_responses(400, 404, 409, 422),
 )
 def join(
     federations: FederationsDep,

@@ -32,10 +32,11 @@ from modelbay.registry.federated import LIVENESS_S, ClientRecord, FederationStor
 from modelbay.registry.locks import RegistryLock
 from modelbay.registry.tables import JobRow, utcnow
 from modelbay.training.aggregation import ClientUpdate
+from modelbay.training.evaluation import TrainResult
 from modelbay.training.federated import CHECKPOINT, Federation
 from modelbay.training.local import layout, round_lr, weights
 from modelbay.training.spec import TrainSpec
-from modelbay.training.trainer import Cancelled, TrainResult
+from modelbay.training.trainer import Cancelled
 
 POLL_S = 0.25
 

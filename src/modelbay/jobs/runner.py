@@ -53,7 +53,9 @@ class JobContext:
     """What it adds to, or changes in, the registered version's ``source``."""
 
 
-def run(job_id: int, token: str) -> int:
+def run(job_id: int, token: str, work: Path | None = None) -> int:
+    """Run job ``job_id`` under lease ``token`` in ``work`` (a staging directory of the
+    store; its worker removes it, also when this process is killed)."""
     settings = Settings()
     engine = make_engine(settings.registry_url)
     jobs = JobStore(engine)
@@ -72,7 +74,7 @@ def run(job_id: int, token: str) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # Its worker starts it with SIGUSR1 blocked: a cancellation sent meanwhile arrives now.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})
-    work = store.staging_dir()
+    work = work or store.staging_dir()
     try:
         ctx = JobContext(settings, engine, jobs, store, job, token, hooks, work)
         return _train_and_register(ctx)
@@ -401,12 +403,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--job", type=int, required=True)
     parser.add_argument("--token", required=True)
     parser.add_argument("--parent", type=int, required=True)
+    parser.add_argument("--work", type=Path, default=None)
     args = parser.parse_args(argv)
     die_with_parent(args.parent)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("onnx_ir", "onnxscript", "torch.onnx"):  # a line per export pass
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    return run(args.job, args.token)
+    return run(args.job, args.token, args.work)
 
 
 if __name__ == "__main__":

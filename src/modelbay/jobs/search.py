@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
 
     from modelbay.jobs.runner import JobContext
-    from modelbay.training.trainer import TrainResult
+    from modelbay.training.evaluation import TrainResult
 
 log = logging.getLogger("modelbay.jobs.search")
 
@@ -260,7 +260,7 @@ class SearchCoordinator:
         ``runner`` (which registers it); the other trials' models deleted."""
         from optuna.trial import TrialState
 
-        from modelbay.training.trainer import TrainResult
+        from modelbay.training.evaluation import TrainResult
 
         complete = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         if not complete:

@@ -15,16 +15,19 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 from modelbay.registry import make_engine, migrate
 from modelbay.registry.jobs import COORDINATORS, TRAINING, Claimed, JobStore
 from modelbay.settings import Settings
+from modelbay.store.base import ArtifactStore
 
 log = logging.getLogger("modelbay.jobs.worker")
 
@@ -120,6 +123,15 @@ class Worker:
         # before it has its handler waits for it instead of killing it (this thread, which
         # only supervises, blocks it too).
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+        # The job's working directory (its data, checkpoints, export) is the worker's to
+        # remove: a process killed mid-job cannot.
+        work = self._store().staging_dir()
+        try:
+            self._follow(job_id, token, work, env)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    def _follow(self, job_id: int, token: str, work: Path, env: dict[str, str]) -> None:
         child = subprocess.Popen(
             [
                 sys.executable,
@@ -131,6 +143,8 @@ class Worker:
                 token,
                 "--parent",
                 str(os.getpid()),
+                "--work",
+                str(work),
             ],
             env=env,
         )
@@ -172,8 +186,28 @@ class Worker:
         elif code != 0:
             # A process that died without ending the job (killed, out of memory).
             reason = f"signal {-code}" if code < 0 else f"exit status {code}"
-            if self.jobs.fail_lost(job_id, token, f"the training process ended with {reason}"):
+            error = f"the training process ended with {reason}"
+            held, unused = self.jobs.fail_lost(job_id, token, error)
+            if held:
                 log.error("job %s: training process ended with %s", job_id, reason)
+            self._drop(unused)
+
+    def _drop(self, digests: set[str]) -> None:
+        """Delete blobs a failed job no longer references (checked again under the
+        registry's lock: a push elsewhere may have just reused one)."""
+        if not digests:
+            return
+        from modelbay.jobs.trial import drop_blobs
+
+        try:
+            drop_blobs(self.jobs.engine, self._store(), digests)
+        except Exception:  # the job is ended; an unused blob left behind is only space
+            log.exception("could not delete blobs a failed job left unused")
+
+    def _store(self) -> ArtifactStore:
+        from modelbay.store import keyring_from_settings, make_store
+
+        return make_store(self.settings.blob_dir, keyring_from_settings(self.settings))
 
     def kill_children(self) -> None:
         with self._lock:

@@ -9,14 +9,17 @@ resumes in one worker at a time from its last checkpoint and registers one versi
 from __future__ import annotations
 
 import secrets
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
 from sqlalchemy import Engine, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from modelbay.errors import Conflict, NotFound, Overloaded
+from modelbay.registry.job_records import Claimed as Claimed
+from modelbay.registry.job_records import JobEvent as JobEvent
+from modelbay.registry.job_records import JobRecord as JobRecord
+from modelbay.registry.job_records import job_record
 from modelbay.registry.repository import unreferenced
 from modelbay.registry.tables import JobEventRow, JobRow, TenantRow, as_utc, utcnow
 
@@ -32,58 +35,12 @@ compute little: a worker runs them beside its training job."""
 KINDS = TRAINING + COORDINATORS
 
 
-class JobRecord(BaseModel):
-    """A job as the API shows it."""
-
-    id: int
-    kind: str = Field(description="train, search (a hyperparameter search) or federated")
-    parent: int | None = Field(
-        default=None, description="The search a trial belongs to (its parent job)"
-    )
-    state: str = Field(description="queued, running, succeeded, failed or cancelled")
-    cancel_requested: bool
-    tenant: str
-    dataset: str
-    dataset_version: int
-    dataset_digest: str
-    model: str = Field(description="The model a successful job registers a version of")
-    model_version: int | None
-    deploy: bool
-    spec: dict[str, Any] = Field(description="Family, target and every hyperparameter")
-    metrics: dict[str, Any] = Field(description="The last epoch's, then the final test metrics")
-    result: dict[str, Any]
-    error: str | None
-    attempts: int = Field(description="How many times a worker started (or resumed) it")
-    checkpoint_epoch: int
-    cpu_seconds: float
-    created_by: str | None
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-
-
-class JobEvent(BaseModel):
-    """One entry of a job's history: ``state``, ``metric`` (an epoch) or ``log``."""
-
-    id: int
-    at: datetime
-    kind: str
-    data: dict[str, Any]
-
-
-class Claimed(BaseModel):
-    """A job a worker now holds: its token goes with every write."""
-
-    job: JobRecord
-    token: str
-    tenant_id: int
-
-
 class JobStore:
     """Jobs and their events in the registry database."""
 
     def __init__(self, engine: Engine):
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self.engine = engine
 
     @property
     def sessions(self) -> sessionmaker[Session]:
@@ -148,11 +105,11 @@ class JobStore:
             s.add(row)
             s.flush()
             _event(s, row.id, "state", {"state": "queued"})
-            return _record(s, row)
+            return job_record(s, row)
 
     def get(self, job_id: int) -> JobRecord:
         with self._sessions.begin() as s:
-            return _record(s, _row(s, job_id))
+            return job_record(s, _row(s, job_id))
 
     def owner(self, job_id: int) -> int | None:
         with self._sessions.begin() as s:
@@ -175,7 +132,7 @@ class JobStore:
                 query = query.where(JobRow.state == state)
             if parent is not None:
                 query = query.where(JobRow.parent_id == parent)
-            return [_record(s, r) for r in s.scalars(query)]
+            return [job_record(s, r) for r in s.scalars(query)]
 
     def events(self, job_id: int, after: int = 0, limit: int = 1000) -> list[JobEvent]:
         """Events with an id above ``after``, oldest first."""
@@ -208,7 +165,7 @@ class JobStore:
                 row.cancel_requested = True
                 _event(s, row.id, "log", {"message": "cancellation requested"})
             s.flush()
-            return _record(s, row)
+            return job_record(s, row)
 
     # -- workers -------------------------------------------------------------------------
 
@@ -276,7 +233,7 @@ class JobStore:
                     data["attempt"] = row.attempts
                     data["resumed_from_epoch"] = resumed
                 _event(s, job_id, "state", data)
-                return Claimed(job=_record(s, row), token=token, tenant_id=row.tenant_id)
+                return Claimed(job=job_record(s, row), token=token, tenant_id=row.tenant_id)
         return None
 
     def heartbeat(self, job_id: int, token: str, lease_s: float) -> Heartbeat:
@@ -395,10 +352,10 @@ class JobStore:
                 _event(s, job_id, "state", {"state": "queued", "reason": reason})
             return bool(released)
 
-    def fail_lost(self, job_id: int, token: str, error: str) -> bool:
-        """A worker's last word on a job whose process died without ending it."""
-        held, _ = self.finish(job_id, token, "failed", error=error)
-        return held
+    def fail_lost(self, job_id: int, token: str, error: str) -> tuple[bool, set[str]]:
+        """A worker's last word on a job whose process died without ending it; (held, blobs
+        now unused: its checkpoint, and the models its trials kept if it was a search)."""
+        return self.finish(job_id, token, "failed", error=error)
 
 
 def _holds(s: Session, job_id: int, token: str) -> bool:
@@ -453,32 +410,3 @@ def _row(s: Session, job_id: int) -> JobRow:
     if row is None:
         raise NotFound(f"job {job_id} not found", param="job")
     return row
-
-
-def _record(s: Session, row: JobRow) -> JobRecord:
-    tenant = s.scalar(select(TenantRow.name).where(TenantRow.id == row.tenant_id)) or "?"
-    return JobRecord(
-        id=row.id,
-        kind=row.kind,
-        parent=row.parent_id,
-        state=row.state,
-        cancel_requested=row.cancel_requested,
-        tenant=tenant,
-        dataset=row.dataset,
-        dataset_version=row.dataset_version,
-        dataset_digest=row.dataset_digest,
-        model=row.model_name,
-        model_version=row.model_version,
-        deploy=row.deploy,
-        spec=row.spec,
-        metrics=row.metrics,
-        result=row.result,
-        error=row.error,
-        attempts=row.attempts,
-        checkpoint_epoch=row.checkpoint_epoch,
-        cpu_seconds=round(row.cpu_seconds, 3),
-        created_by=row.created_by,
-        created_at=as_utc(row.created_at),
-        started_at=as_utc(row.started_at) if row.started_at else None,
-        finished_at=as_utc(row.finished_at) if row.finished_at else None,
-    )

@@ -32,9 +32,10 @@ import numpy as np
 
 from modelbay.errors import ModelbayError
 from modelbay.tensors import Signature
+from modelbay.training.evaluation import TrainResult
 from modelbay.training.spec import TrainSpec
 from modelbay.training.table import InvalidDataset, Table
-from modelbay.training.trainer import Cancelled, Hooks, NoHooks, TrainResult
+from modelbay.training.trainer import Cancelled, Hooks, NoHooks
 
 MAX_RESTARTS = 3
 ERROR_EXIT = 3  # a rank's error was reported (bad data, bad spec): restarting cannot help
@@ -59,6 +60,7 @@ def train_parallel(
 ) -> TrainResult:
     """Train ``spec`` (a parallel strategy) in ``spec.workers`` processes of ``threads``
     threads each, as ``trainer.train`` does in one."""
+    workdir = workdir.resolve()  # the rendezvous is a file:// URL: a path from the root
     workdir.mkdir(parents=True, exist_ok=True)
     _write_table(table, workdir)
     (workdir / "spec.json").write_text(spec.model_dump_json())

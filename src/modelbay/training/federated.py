@@ -25,6 +25,13 @@ import torch
 from modelbay.errors import InvalidRequest
 from modelbay.protocols.federated import decode_tensors, encode_tensors
 from modelbay.training.aggregation import ClientUpdate, aggregate, fit_normalization, summed
+from modelbay.training.evaluation import (
+    Criterion,
+    TrainResult,
+    evaluate,
+    export_and_test,
+    fitted,
+)
 from modelbay.training.families import TrainedModel, build_model
 from modelbay.training.local import (
     CPU,
@@ -40,17 +47,7 @@ from modelbay.training.privacy import epsilon
 from modelbay.training.spec import TrainSpec
 from modelbay.training.splits import Splits, check_splits, split_rows
 from modelbay.training.table import Table
-from modelbay.training.trainer import (
-    Cancelled,
-    Criterion,
-    Hooks,
-    TrainResult,
-    _check_table,
-    _criterion,
-    _evaluate,
-    _fitted,
-    export_and_test,
-)
+from modelbay.training.trainer import Cancelled, Hooks, _check_table, _criterion
 
 CHECKPOINT = "federated.safetensors"
 CHECKPOINT_FORMAT = "modelbay-federated-1"
@@ -135,8 +132,8 @@ class Federation:
                 metrics[name if name == "loss" else "client_accuracy"] = value
         if len(self.splits.validation):
             rows = torch.from_numpy(self.splits.validation)
-            x, y = self.features[rows], _fitted(self.model, self.target)[rows]
-            val_loss, score = _evaluate(self.model, x, y, self.criterion)
+            x, y = self.features[rows], fitted(self.model, self.target)[rows]
+            val_loss, score = evaluate(self.model, x, y, self.criterion)
             metrics["val_loss"] = val_loss
             metrics["val_accuracy" if self.model.classifier else "val_r2"] = score
         if self.spec.dp_clip is not None and self.spec.dp_noise > 0:
@@ -188,7 +185,7 @@ class Federation:
             self.features,
             self.criterion,
             workdir,
-            hooks,
+            hooks.on_log,
             threads,
             metrics,
         )

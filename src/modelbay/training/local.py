@@ -18,10 +18,11 @@ import torch
 
 from modelbay.training import dataset_tabular as tabular
 from modelbay.training.datasets import detect_format, inspect, load_table
+from modelbay.training.evaluation import fitted
 from modelbay.training.families import TrainedModel
 from modelbay.training.spec import TrainSpec
 from modelbay.training.table import InvalidDataset
-from modelbay.training.trainer import Cancelled, _criterion, _fitted, _has_batchnorm, _optimizer
+from modelbay.training.trainer import Cancelled, _criterion, _has_batchnorm, _optimizer
 
 CPU = torch.device("cpu")
 """Federated training runs on the CPU, on the server and on clients."""
@@ -87,7 +88,7 @@ def train_local(
     """``spec.local_epochs`` epochs on this client's rows from the model as it is (the
     global one); its loss and accuracy over the last epoch's batches."""
     classifier = model.classifier
-    target_fit = _fitted(model, target)
+    target_fit = fitted(model, target)
     criterion = _criterion(spec, target, num_outputs, CPU)
     optimizer = _optimizer(spec, model)
     for group in optimizer.param_groups:

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -19,20 +18,21 @@ import numpy as np
 import torch
 from torch import nn
 
-from modelbay.runtimes import load_runtime
-from modelbay.tensors import Signature
 from modelbay.training.checkpoint import CHECKPOINT, Progress, Scheduler, Trainable
-from modelbay.training.export import INPUT, export_onnx
-from modelbay.training.families import TrainedModel, build_model
+from modelbay.training.evaluation import (
+    Criterion,
+    TrainResult,
+    evaluate,
+    export_and_test,
+    fitted,
+)
+from modelbay.training.families import build_model
 from modelbay.training.plan import Plan, Single
 from modelbay.training.spec import TrainSpec
-from modelbay.training.splits import Splits, check_splits, split_rows
-from modelbay.training.table import InvalidDataset, Table, Task
+from modelbay.training.splits import check_splits, split_rows
+from modelbay.training.table import InvalidDataset, Table
 
-EVAL_CHUNK = 4096
 EPOCH_GATHER_BYTES = 256 << 20
-
-Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 class Hooks(Protocol):
@@ -74,21 +74,6 @@ class NoHooks:
 class Cancelled(Exception):
     """Training stopped because ``Hooks.cancelled`` said so; the checkpoint of the last
     complete epoch stays in the work directory."""
-
-
-@dataclass
-class TrainResult:
-    """A trained model, exported, with its test-split metrics and predictions."""
-
-    model_dir: Path  # holds the entrypoint, model.onnx
-    format: str  # "onnx"
-    entrypoint: str
-    signature: Signature
-    task: Task
-    classes: list[str] | None
-    metrics: dict[str, float]  # test_accuracy|test_r2, test_loss, epochs, best_epoch, ...
-    test_indices: list[int]  # rows of the table in the test split, ascending
-    test_predictions: list[int] | list[float]  # per test row, from the exported model
 
 
 def train(
@@ -155,7 +140,7 @@ def run_training(
     model.normalize.fit(features[train_rows])
     if not classifier:
         model.fit_target(target[train_rows])
-    target_fit = _fitted(model, target)
+    target_fit = fitted(model, target)
     criterion = _criterion(spec, target[train_rows], num_outputs, device)
     model.to(device)
     net = plan.wrap(model)
@@ -208,7 +193,7 @@ def run_training(
         loop_seconds = time.perf_counter() - started
         metrics = {"loss": float(torch.stack(losses).cpu() @ sizes) / trained_rows, "lr": lr}
         if len(x_val):
-            val_loss, score = _evaluate(model, x_val, y_val, criterion)
+            val_loss, score = evaluate(model, x_val, y_val, criterion)
             metrics["val_loss"] = val_loss
             metrics["val_accuracy" if classifier else "val_r2"] = score
             _early_stopping(progress, spec, model, epoch, metrics[spec.monitor])
@@ -248,59 +233,9 @@ def run_training(
         features,
         test_criterion,
         workdir,
-        hooks,
+        hooks.on_log,
         threads,
         metrics,
-    )
-
-
-def export_and_test(
-    model: nn.Module,
-    table: Table,
-    spec: TrainSpec,
-    splits: Splits,
-    features: torch.Tensor,
-    criterion: Criterion,
-    workdir: Path,
-    hooks: Hooks,
-    threads: int,
-    metrics: dict[str, float],
-) -> TrainResult:
-    """Export ``model`` (a ``TrainedModel``, or anything with its ``logits``,
-    ``classifier`` and ``target_mean``) to ``workdir/model`` and evaluate it, as served, on
-    the test split: the job's result, with ``metrics`` and the test metrics."""
-    trained: TrainedModel = model.eval()  # type: ignore[assignment]
-    classifier = trained.classifier
-    num_outputs = len(table.classes or []) if classifier else 1
-    model_dir = workdir / "model"
-    example = features[torch.from_numpy(splits.train[:4])]
-    entrypoint, signature = export_onnx(trained, example, model_dir, spec.task, num_outputs)
-    hooks.on_log(f"exported {entrypoint}")
-    predictions: list[int] | list[float] = []
-    if len(splits.test):
-        x_test = features[torch.from_numpy(splits.test)]
-        target = torch.from_numpy(table.target[splits.test])
-        y_fit = _fitted(trained, target.to(torch.int64 if classifier else torch.float32))
-        metrics["test_loss"], _ = _evaluate(trained, x_test, y_fit, criterion)
-        outputs = _served_outputs(model_dir, entrypoint, signature, x_test.numpy(), threads)
-        truth = table.target[splits.test]
-        if classifier:
-            predicted = outputs.argmax(axis=1)
-            metrics["test_accuracy"] = float(np.mean(predicted == truth))
-            predictions = [int(c) for c in predicted]
-        else:
-            metrics["test_r2"] = _r2(outputs.astype(np.float64), truth.astype(np.float64))
-            predictions = [float(v) for v in outputs]
-    return TrainResult(
-        model_dir=model_dir,
-        format="onnx",
-        entrypoint=entrypoint,
-        signature=signature,
-        task=spec.task,
-        classes=list(table.classes) if classifier and table.classes else None,
-        metrics=metrics,
-        test_indices=[int(i) for i in splits.test],
-        test_predictions=predictions,
     )
 
 
@@ -392,13 +327,6 @@ def _check_table(table: Table, spec: TrainSpec) -> None:
         )
 
 
-def _fitted(model: TrainedModel, target: torch.Tensor) -> torch.Tensor:
-    """What the loss compares ``logits`` with: class indices, or the standardised target."""
-    if model.classifier:
-        return target
-    return (target - model.target_mean) / model.target_std
-
-
 def _criterion(
     spec: TrainSpec, y_train: torch.Tensor, num_outputs: int, device: torch.device
 ) -> Criterion:
@@ -453,35 +381,6 @@ def _has_batchnorm(model: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
-def _evaluate(
-    model: TrainedModel, x: torch.Tensor, y: torch.Tensor, criterion: Criterion
-) -> tuple[float, float]:
-    """Loss and accuracy (classification) or R² (regression) of ``model`` on ``x``."""
-    model.eval()
-    device = model.target_mean.device
-    y = y.to(device)
-    with torch.no_grad():
-        logits = torch.cat(
-            [
-                model.logits(x[i : i + EVAL_CHUNK].to(device)).float()
-                for i in range(0, len(x), EVAL_CHUNK)
-            ]
-        )
-        loss = float(criterion(logits, y))
-        if model.classifier:
-            return loss, float((logits.argmax(dim=1) == y).to(torch.float32).mean())
-        return loss, _r2(
-            logits[:, 0].cpu().numpy().astype(np.float64), y.cpu().numpy().astype(np.float64)
-        )
-
-
-def _r2(predicted: np.ndarray, truth: np.ndarray) -> float:
-    """Coefficient of determination: 1 − Σ(y − ŷ)² / Σ(y − ȳ)² (0 for a constant y)."""
-    total = float(np.sum((truth - truth.mean()) ** 2))
-    residual = float(np.sum((truth - predicted) ** 2))
-    return 1.0 - residual / total if total > 0 else 0.0
-
-
 def _early_stopping(
     progress: Progress, spec: TrainSpec, model: nn.Module, epoch: int, value: float
 ) -> None:
@@ -497,19 +396,3 @@ def _early_stopping(
     progress.bad_epochs += 1
     if spec.early_stopping and progress.bad_epochs >= spec.early_stopping:
         progress.stopped = True
-
-
-def _served_outputs(
-    model_dir: Path, entrypoint: str, signature: Signature, x: np.ndarray, threads: int
-) -> np.ndarray:
-    """The exported model's output on ``x``, run as a served model runs it."""
-    runtime = load_runtime("onnx", model_dir, entrypoint, signature, threads=threads)
-    try:
-        name = signature.outputs[0].name
-        chunks = [
-            runtime.infer({INPUT: x[i : i + EVAL_CHUNK]})[name]
-            for i in range(0, len(x), EVAL_CHUNK)
-        ]
-    finally:
-        runtime.unload()
-    return np.concatenate(chunks)

@@ -173,3 +173,15 @@ def test_data_parallel_ranks_train_on_cuda(tmp_path: Path) -> None:
     spec = _spec(strategy="ddp", workers=2, epochs=15, lr=0.01, device="cuda")
     result = train_parallel(_iris(), spec, tmp_path, NoHooks())
     assert result.metrics["test_accuracy"] >= 0.85
+
+
+def test_ranks_meet_in_a_work_directory_given_relative_to_the_current_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``modelbay demo`` keeps its data in ./demo-data: a relative path must not become the
+    host of the rendezvous' file:// URL (the ranks then waited for each other for ever)."""
+    monkeypatch.chdir(tmp_path)
+    spec = _spec(strategy="average", workers=2, epochs=2, lr=0.01)
+    result = train_parallel(_iris(), spec, Path("data/no-such-dir-at-root/work"), NoHooks())
+    assert (tmp_path / "data/no-such-dir-at-root/work/train/checkpoint.pt").is_file()
+    assert result.metrics["epochs"] == 2

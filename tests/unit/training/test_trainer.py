@@ -17,10 +17,11 @@ from sklearn.linear_model import LinearRegression
 from modelbay.errors import InvalidRequest
 from modelbay.runtimes import load_runtime
 from modelbay.training import trainer
+from modelbay.training.evaluation import TrainResult
 from modelbay.training.spec import TrainSpec, resolve_spec
 from modelbay.training.splits import split_rows
 from modelbay.training.table import ColumnStats, DatasetSchema, InvalidDataset, Table
-from modelbay.training.trainer import Cancelled, NoHooks, TrainResult, train
+from modelbay.training.trainer import Cancelled, NoHooks, train
 
 
 class Recorder(NoHooks):
