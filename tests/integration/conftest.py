@@ -230,3 +230,33 @@ def postgres_server(postgres_url: str, tmp_path: Path) -> Iterator[RunningServer
     running.start()
     yield running
     running.stop()
+
+
+@pytest.fixture
+def queue(tmp_path: Path) -> Iterator[RunningServer]:
+    """A server with no embedded job worker and a 3 s lease, digits pushed as ``digits``:
+    the test starts workers (``start_worker``) and kills them."""
+    from tests.integration.cli import modelbay, ok
+
+    running = RunningServer(
+        tmp_path / "data",
+        tmp_path / "server.log",
+        env={"MODELBAY_JOB_WORKERS": "0", "MODELBAY_JOB_LEASE_S": "3"},
+    )
+    running.start()
+    ok(modelbay(running.url, "datasets", "push", "sklearn:digits", "--name", "digits"))
+    yield running
+    running.stop()
+
+
+def start_worker(server: RunningServer, log: Path) -> subprocess.Popen[bytes]:
+    """A ``modelbay worker`` process on ``server``'s data directory (3 s lease)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELBAY_")}
+    env.update(MODELBAY_JOB_LEASE_S="3", MODELBAY_JOB_POLL_S="0.2")
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "modelbay", "worker", "--data-dir", str(server.data_dir)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )

@@ -6,10 +6,7 @@ and the parameters' importances, and a cancelled search taking its trials with i
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +17,7 @@ import pytest
 from sklearn.datasets import load_digits
 from tests.integration import http
 from tests.integration.cli import modelbay, ok
-from tests.integration.conftest import RunningServer
+from tests.integration.conftest import RunningServer, start_worker
 from tests.integration.http import ADMIN_KEY
 
 from modelbay.client import Client
@@ -169,32 +166,6 @@ def test_a_bad_space_is_a_422_naming_the_dimension(searcher: RunningServer) -> N
     assert status == 422
 
 
-@pytest.fixture
-def queue(tmp_path: Path) -> Iterator[RunningServer]:
-    """A server with no embedded worker and a short lease: the test starts workers."""
-    running = RunningServer(
-        tmp_path / "data",
-        tmp_path / "server.log",
-        env={"MODELBAY_JOB_WORKERS": "0", "MODELBAY_JOB_LEASE_S": "3"},
-    )
-    running.start()
-    ok(modelbay(running.url, "datasets", "push", "sklearn:digits", "--name", "digits"))
-    yield running
-    running.stop()
-
-
-def _worker(server: RunningServer, log: Path) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELBAY_")}
-    env.update(MODELBAY_JOB_LEASE_S="3", MODELBAY_JOB_POLL_S="0.2")
-    with open(log, "ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "modelbay", "worker", "--data-dir", str(server.data_dir)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-
-
 def test_a_search_whose_worker_is_killed_resumes_its_study_elsewhere(
     queue: RunningServer, tmp_path: Path
 ) -> None:
@@ -202,7 +173,7 @@ def test_a_search_whose_worker_is_killed_resumes_its_study_elsewhere(
     search = client.search(
         "digits", "logistic", "target", trials=4, parallel=1, params={"epochs": 4}, name="resumed"
     )
-    first = _worker(queue, tmp_path / "worker-1.log")
+    first = start_worker(queue, tmp_path / "worker-1.log")
     try:
         deadline = time.monotonic() + 120
         while not any(
@@ -212,7 +183,7 @@ def test_a_search_whose_worker_is_killed_resumes_its_study_elsewhere(
             time.sleep(0.2)
         first.kill()  # the search's coordinator and its running trial die with it
         first.wait()
-        second = _worker(queue, tmp_path / "worker-2.log")
+        second = start_worker(queue, tmp_path / "worker-2.log")
         try:
             final = client.wait_job(search["id"], timeout=300)
         finally:

@@ -8,8 +8,6 @@ import io
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 import zipfile
 from collections.abc import Iterator
@@ -24,7 +22,7 @@ from sklearn.linear_model import LinearRegression
 from sklearn.metrics import r2_score
 from tests.integration import http
 from tests.integration.cli import modelbay, ok
-from tests.integration.conftest import RunningServer
+from tests.integration.conftest import RunningServer, start_worker
 from tests.integration.http import ADMIN_KEY
 from tests.processes import children, gone
 
@@ -333,32 +331,6 @@ def test_consumers_may_not_train_and_other_tenants_see_nothing(trainer: RunningS
 # -- the queue: a worker killed mid-job, cancellation, limits ------------------------------
 
 
-@pytest.fixture
-def queue(tmp_path: Path) -> Iterator[RunningServer]:
-    """A server with no embedded worker and a short lease: the tests start workers."""
-    running = RunningServer(
-        tmp_path / "data",
-        tmp_path / "server.log",
-        env={"MODELBAY_JOB_WORKERS": "0", "MODELBAY_JOB_LEASE_S": "3"},
-    )
-    running.start()
-    ok(modelbay(running.url, "datasets", "push", "sklearn:digits", "--name", "digits"))
-    yield running
-    running.stop()
-
-
-def _worker(server: RunningServer, log: Path) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELBAY_")}
-    env.update(MODELBAY_JOB_LEASE_S="3", MODELBAY_JOB_POLL_S="0.2")
-    with open(log, "ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "modelbay", "worker", "--data-dir", str(server.data_dir)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-
-
 def _wait(predicate: Any, timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -372,7 +344,7 @@ def test_a_worker_killed_with_sigkill_leaves_a_job_another_resumes_once(
     client = Client(queue.url, ADMIN_KEY)
     params = {"epochs": 12, "batch_size": 4, "hidden": "256,256"}
     job = client.train("digits", "mlp", "target", params=params, name="resumed")
-    first = _worker(queue, tmp_path / "worker-1.log")
+    first = start_worker(queue, tmp_path / "worker-1.log")
     try:
         _wait(lambda: client.get_job(job["id"]).get("checkpoint_epoch", 0) >= 2)
         (runner,) = children(first.pid)
@@ -381,7 +353,7 @@ def test_a_worker_killed_with_sigkill_leaves_a_job_another_resumes_once(
         _wait(lambda: gone(runner), timeout=10)  # the training process died with it
         stopped_at = client.get_job(job["id"])["checkpoint_epoch"]
         assert 2 <= stopped_at < 12
-        second = _worker(queue, tmp_path / "worker-2.log")
+        second = start_worker(queue, tmp_path / "worker-2.log")
         try:
             final = client.wait_job(job["id"], timeout=300)
         finally:
@@ -410,7 +382,7 @@ def test_cancelling_stops_a_running_job_within_a_batch_and_registers_nothing(
     queued = client.train("digits", "mlp", "target", name="never-run")
     assert client.cancel_job(queued["id"])["state"] == "cancelled"  # at once: no worker yet
     job = client.train("digits", "mlp", "target", params={"epochs": 500}, name="cancelled")
-    worker = _worker(queue, tmp_path / "worker.log")
+    worker = start_worker(queue, tmp_path / "worker.log")
     try:
         _wait(lambda: client.get_job(job["id"]).get("checkpoint_epoch", 0) >= 1)
         asked = time.monotonic()
@@ -437,7 +409,7 @@ def test_a_killed_training_process_fails_its_job_and_leaves_no_checkpoint_behind
     before = {p.name for p in blobs.rglob("*") if p.is_file()}  # the dataset's
     params = {"epochs": 500, "batch_size": 4}
     job = client.train("digits", "mlp", "target", params=params, name="killed")
-    worker = _worker(queue, tmp_path / "worker.log")
+    worker = start_worker(queue, tmp_path / "worker.log")
     try:
         _wait(lambda: client.get_job(job["id"]).get("checkpoint_epoch", 0) >= 1)
         (runner,) = children(worker.pid)
