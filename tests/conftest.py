@@ -1,4 +1,4 @@
-"""Marks each test with its tier from its path (tests/unit, tests/integration)."""
+"""Marks each test with its tier from its path (tests/unit, tests/integration, tests/e2e)."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def smollm2() -> Path:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         parts = item.path.parts
-        for tier in ("unit", "integration"):
+        for tier in ("unit", "integration", "e2e"):
             if tier in parts:
                 item.add_marker(getattr(pytest.mark, tier))
 

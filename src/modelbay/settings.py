@@ -95,6 +95,9 @@ class Settings(BaseSettings):
     """An admin API key to accept (for automation); unset: the first start creates one and
     writes it to ``<data_dir>/admin.key``."""
 
+    console_session_ttl_s: float = Field(default=12 * 3600.0, gt=0, le=30 * 86_400)
+    """How long a web console sign-in lasts before the console asks for the API key again."""
+
     public_metrics: bool = False
     """Serve ``/metrics`` without an API key (it names every tenant's models)."""
 

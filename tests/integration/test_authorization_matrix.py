@@ -151,6 +151,7 @@ PROBES: list[Probe] = [
     ),
     Probe("GET", "/api/v1/deployments", anywhere("viewer")),
     Probe("GET", f"/api/v1/deployments/{DEPLOYMENT}", own("viewer")),
+    Probe("GET", f"/api/v1/deployments/{DEPLOYMENT}/stats", own("viewer")),
     Probe(
         "PATCH",
         f"/api/v1/deployments/{DEPLOYMENT}",

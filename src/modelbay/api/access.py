@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import time
 from datetime import datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Any, Self
 
 from fastapi import APIRouter, Query, Request, status
 from pydantic import BaseModel, ConfigDict, Field
@@ -50,6 +50,18 @@ class WhoAmI(BaseModel):
     tenant: str
     role: Role
     scopes: list[Scope]
+
+    @classmethod
+    def of(cls, principal: Principal, **more: Any) -> Self:
+        return cls(
+            key_id=principal.key_id,
+            key_name=principal.key_name,
+            account=principal.account,
+            tenant=principal.tenant,
+            role=principal.role,
+            scopes=sorted(principal.scopes),
+            **more,
+        )
 
 
 class TenantCreate(BaseModel):
@@ -122,14 +134,7 @@ class UsageList(BaseModel):
 
 @router.get("/whoami", summary="The caller's key, tenant and role")
 def whoami(principal: PrincipalDep) -> WhoAmI:
-    return WhoAmI(
-        key_id=principal.key_id,
-        key_name=principal.key_name,
-        account=principal.account,
-        tenant=principal.tenant,
-        role=principal.role,
-        scopes=sorted(principal.scopes),
-    )
+    return WhoAmI.of(principal)
 
 
 @router.post(
@@ -203,7 +208,7 @@ def disable_account(
     ctx: ContextDep, principal: PrincipalDep, name: str, account: str
 ) -> AccountRecord:
     record = ctx.accounts.disable(name, account, by=principal)
-    ctx.guard.authenticator.forget()
+    ctx.guard.forget_principals()
     ctx.epochs.bump(Domain.ACCESS)
     return record
 
@@ -264,7 +269,7 @@ def revoke_key(ctx: ContextDep, principal: PrincipalDep, key_id: str) -> KeyReco
     target = ctx.keys.get_key(key_id)
     ctx.keys.check_grant(principal, target.tenant, target.role)  # owners cannot touch admins
     record = ctx.keys.revoke_key(key_id)
-    ctx.guard.authenticator.forget()
+    ctx.guard.forget_principals()
     ctx.epochs.bump(Domain.ACCESS)
     return record
 
@@ -318,6 +323,6 @@ def _expiry(text: str | None) -> datetime | None:
 
 
 def _limits_changed(ctx: AppContext) -> None:
-    ctx.guard.authenticator.forget()  # principals carry the tenant's limits
+    ctx.guard.forget_principals()  # principals carry the tenant's limits
     ctx.epochs.bump(Domain.ACCESS)
     ctx.guard.limiter.forget()

@@ -16,6 +16,7 @@ from starlette.types import ASGIApp
 from modelbay import __version__
 from modelbay.api import access as access_api
 from modelbay.api import audit as audit_api
+from modelbay.api import console as console_api
 from modelbay.api import datasets as datasets_api
 from modelbay.api import deployments as deployments_api
 from modelbay.api import docs as docs_api
@@ -51,6 +52,7 @@ from modelbay.security.access import ResourceDirectory
 from modelbay.security.accounts import AccountStore
 from modelbay.security.audit import AuditLog
 from modelbay.security.authn import Authenticator, bootstrap_admin
+from modelbay.security.console_sessions import ConsoleSessions
 from modelbay.security.guard import Guard
 from modelbay.security.keys import KeyStore
 from modelbay.security.limits import RateLimiter
@@ -108,8 +110,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         audit,
         refusals,
         before_auth=epochs.sync,
+        sessions=ConsoleSessions(engine, keys),
     )
-    epochs.on_change(Domain.ACCESS, guard.authenticator.forget)
+    epochs.on_change(Domain.ACCESS, guard.forget_principals)
     epochs.on_change(Domain.ACCESS, directory.invalidate)
     epochs.on_change(Domain.MODELS, resolver.invalidate_all)
     epochs.on_change(Domain.USAGE, lambda: _in_thread(meter.flush))
@@ -255,6 +258,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(access_api.router)
     app.include_router(docs_api.router)
     app.mount(docs_api.ASSETS, docs_api.assets(), name="docs-assets")
+    app.include_router(console_api.router)
+    app.mount(console_api.ASSETS, console_api.assets(), name="console-assets")
     missing = unguarded_routes(app.routes, rules)
     if missing:
         raise RuntimeError(f"routes without an access rule: {', '.join(missing)}")

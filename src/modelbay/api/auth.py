@@ -21,13 +21,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from modelbay.api.errors import error_body, error_responses, retry_after_value
 from modelbay.api.headers import SECURITY_HEADERS
-from modelbay.errors import ModelbayError, NotFound, Unauthenticated
+from modelbay.errors import Forbidden, ModelbayError, NotFound, Unauthenticated
 from modelbay.security.access import Rule
+from modelbay.security.console_sessions import COOKIE, CSRF_HEADER, SAFE_METHODS
 from modelbay.security.guard import Caller, Guard, RateLimited
 from modelbay.security.policy import PUBLIC_PREFIXES, exempt_from_limits
 from modelbay.security.principals import Principal
 
 PRINCIPAL = "modelbay.principal"
+SESSION = "modelbay.console_session"
+"""Set when the request came with a console session's cookie: (cookie value, session)."""
 _BEARER = "bearer "
 _KEY_HEADERS = (b"api-key", b"x-api-key")
 
@@ -44,6 +47,26 @@ def caller_of(scope: Scope) -> Caller:
         action=f"{scope['method']} {scope['path']}",
         target={"method": scope["method"], "path": scope["path"]},
     )
+
+
+def session_cookie(headers: list[tuple[bytes, bytes]]) -> str | None:
+    """The console session's cookie value, if the request carries one."""
+    prefix = COOKIE + "="
+    for name, value in headers:
+        if name != b"cookie":
+            continue
+        for part in value.decode("latin-1").split(";"):
+            part = part.strip()
+            if part.startswith(prefix):
+                return part[len(prefix) :]
+    return None
+
+
+def _header(headers: list[tuple[bytes, bytes]], wanted: bytes) -> str | None:
+    for name, value in headers:
+        if name == wanted:
+            return value.decode("latin-1")
+    return None
 
 
 def bearer_token(headers: list[tuple[bytes, bytes]]) -> str | None:
@@ -82,17 +105,25 @@ class Gatekeeper:
         keyed = False  # once a key was presented, Guard.authenticate audits its refusal
         try:
             token = bearer_token(scope["headers"])
-            if token is None:
+            cookie = session_cookie(scope["headers"]) if token is None else None
+            if token is None and cookie is None:
                 raise Unauthenticated(
                     "this route needs an API key: send 'Authorization: Bearer <key>'"
                 )
             keyed = True
-            principal = await self.guard.authenticate(token, caller_of(scope))
+            if token is not None:
+                principal = await self.guard.authenticate(token, caller_of(scope))
+            else:
+                assert cookie is not None
+                principal = await self._console_session(scope, cookie)
             verdict = self.guard.admit(
                 principal, exempt=exempt_from_limits(principal, scope["path"])
             )
         except RateLimited as exc:
             await _refuse(send, exc, exc.verdict.headers(), scope["path"])
+            return
+        except Forbidden as exc:  # a console change without its session's CSRF token
+            await _refuse(send, exc, [], scope["path"])
             return
         except Unauthenticated as exc:
             if not keyed:
@@ -114,6 +145,20 @@ class Gatekeeper:
             await self.app(scope, receive, with_limits if limit_headers else send)
         finally:
             self.guard.add_seconds(principal, time.perf_counter() - started)
+
+    async def _console_session(self, scope: Scope, cookie: str) -> Principal:
+        """The principal of a console session; a change must carry its CSRF token."""
+        session = await self.guard.authenticate_session(cookie, caller_of(scope))
+        if scope["method"] not in SAFE_METHODS and not session.csrf_matches(
+            _header(scope["headers"], CSRF_HEADER)
+        ):
+            exc = Forbidden(
+                "a change made with a console session needs its CSRF token in 'X-CSRF-Token'"
+            )
+            await self.guard.record_refusal(session.principal, exc, caller_of(scope))
+            raise exc
+        scope[SESSION] = (cookie, session)
+        return session.principal
 
 
 async def _refuse(

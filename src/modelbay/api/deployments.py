@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from dataclasses import asdict
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request, Response, status
@@ -14,6 +16,7 @@ from modelbay.api.errors import error_responses
 from modelbay.api.fields import Name, Reference
 from modelbay.errors import NotFound, UnknownReference
 from modelbay.registry import DeploymentConfig, DeploymentRecord
+from modelbay.serving.metrics import HistogramTotals, model_totals
 
 router = APIRouter(prefix="/api/v1/deployments", tags=["deployments"])
 
@@ -71,6 +74,32 @@ class DeploymentList(BaseModel):
     deployments: list[DeploymentOut]
 
 
+class HistogramOut(BaseModel):
+    """A histogram since the server started: ``cumulative[i]`` observations were at most
+    ``bounds[i]``; ``count`` is every observation (the +Inf bucket), ``sum`` their total."""
+
+    bounds: list[float] = Field(description="bucket upper bounds, ascending (+Inf left out)")
+    cumulative: list[int] = Field(description="observations at most each bound")
+    count: int
+    sum: float
+
+
+class DeploymentStats(BaseModel):
+    """Cumulative counters of the deployment's model since the server started, summed over
+    its versions and the server's frontend processes (what ``/metrics`` reports): rates and
+    quantiles are differences between two reads."""
+
+    deployment: str
+    model: str
+    collected_at: float = Field(description="server time of the read (Unix seconds)")
+    requests: dict[str, int] = Field(description="requests answered, by HTTP status")
+    latency_seconds: HistogramOut = Field(description="arrival to answer, successful requests")
+    queue_wait_seconds: HistogramOut = Field(description="time in the batching queue")
+    compute_seconds: HistogramOut = Field(description="model compute time per batch")
+    batch_size: HistogramOut = Field(description="rows per batch run on a replica")
+    queue_depth: float = Field(description="requests waiting in the batching queue now")
+
+
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
@@ -102,6 +131,31 @@ def list_deployments(ctx: ContextDep, principal: PrincipalDep) -> DeploymentList
 )
 def get(ctx: ContextDep, name: str) -> DeploymentOut:
     return _out(ctx, ctx.deployments.get(name))
+
+
+@router.get(
+    "/{name}/stats",
+    summary="A deployment's request, latency, batch and queue counters",
+    responses=error_responses(404),
+)
+def stats(ctx: ContextDep, name: str) -> DeploymentStats:
+    record = ctx.deployments.get(name)
+    totals = model_totals(ctx.inference.metrics.registry, record.model)
+
+    def histogram(h: HistogramTotals) -> HistogramOut:
+        return HistogramOut(**asdict(h))
+
+    return DeploymentStats(
+        deployment=record.name,
+        model=record.model,
+        collected_at=time.time(),
+        requests=totals.requests,
+        latency_seconds=histogram(totals.latency_seconds),
+        queue_wait_seconds=histogram(totals.queue_wait_seconds),
+        compute_seconds=histogram(totals.compute_seconds),
+        batch_size=histogram(totals.batch_size),
+        queue_depth=totals.queue_depth,
+    )
 
 
 @router.patch(

@@ -186,7 +186,6 @@ def _serve(app: Any, settings: Any, *, demo: bool) -> None:
 
     from modelbay.api import edge_of
 
-    tour = None
     if demo:
         from modelbay.demo import (
             install_demo_deployment,
@@ -202,8 +201,8 @@ def _serve(app: Any, settings: Any, *, demo: bool) -> None:
             console.print(f"[green]registered demo models:[/] {', '.join(pushed)}")
         if install_demo_deployment(app.state.ctx.deployments):
             console.print("[green]deployed[/] digits-cnn-onnx@production (batching, 1-2 replicas)")
-        scheme = "https" if settings.tls_cert_file else "http"
-        tour = _tour(f"{scheme}://{settings.host}:{settings.port}", settings)
+    url = f"{'https' if settings.tls_cert_file else 'http'}://{settings.host}:{settings.port}"
+    tour = _tour(url, settings) if demo else _banner(url)
     if settings.workers > 1 and settings.replica_mode == "inprocess":
         # Replicas on threads of one frontend cannot be reached from the others.
         logging.getLogger("modelbay").warning("replica_mode inprocess: one frontend process")
@@ -214,8 +213,7 @@ def _serve(app: Any, settings: Any, *, demo: bool) -> None:
     # uvicorn's default context accepts TLS 1.2 and newer only; its banner then says https://.
     config = uvicorn.Config(edge_of(app), **_listening(settings))
     server = uvicorn.Server(config)
-    if tour is not None:
-        threading.Thread(target=_print_when_up, args=(server, tour), daemon=True).start()
+    threading.Thread(target=_print_when_up, args=(server, tour), daemon=True).start()
     with contextlib.suppress(KeyboardInterrupt):
         server.run()
     if not server.started:
@@ -234,7 +232,7 @@ def _listening(settings: Any) -> dict[str, Any]:
     }
 
 
-def _run_workers(settings: Any, tour: str | None) -> None:
+def _run_workers(settings: Any, tour: str) -> None:
     """Run ``settings.workers`` frontend processes on one listening socket, restarted by
     uvicorn's supervisor if one dies. Their settings travel in the environment."""
     import shutil
@@ -256,9 +254,8 @@ def _run_workers(settings: Any, tour: str | None) -> None:
         "modelbay.api.app:serve_app", factory=True, workers=settings.workers, **_listening(settings)
     )
     sock = config.bind_socket()
-    if tour is not None:
-        url = f"{'https' if settings.tls_cert_file else 'http'}://{settings.host}:{settings.port}"
-        threading.Thread(target=_print_when_ready, args=(url, tour), daemon=True).start()
+    url = f"{'https' if settings.tls_cert_file else 'http'}://{settings.host}:{settings.port}"
+    threading.Thread(target=_print_when_ready, args=(url, tour), daemon=True).start()
     supervisor = Multiprocess(config, sockets=[sock])
     with contextlib.suppress(KeyboardInterrupt):
         supervisor.run()
@@ -286,6 +283,13 @@ def _print_when_up(server: Any, text: str) -> None:
     console.print(text, soft_wrap=True, highlight=False)
 
 
+def _banner(url: str) -> str:
+    """Where to go once the server is up (``modelbay serve``)."""
+    from rich.markup import escape
+
+    return escape(f"modelbay is up on {url}: web console {url}/ui/, API docs {url}/docs")
+
+
 def _tour(url: str, settings: Any) -> str:
     """What to try once the demo is up, starting with the admin key to send."""
     from rich.markup import escape
@@ -310,6 +314,8 @@ def _tour(url: str, settings: Any) -> str:
     auth = '-H "Authorization: Bearer $MODELBAY_API_KEY"'
     return escape(f"""
 modelbay is up on {url}  (Ctrl-C stops it)
+
+Web console: {url}/ui/  (sign in with the admin key)
 
 {where}
 Try, from another terminal in this directory:

@@ -79,6 +79,11 @@ def _put(cache: dict[str, _T], token: str, entry: _T) -> None:
 def _check(stored: StoredKey | None, token: str) -> Principal:
     if stored is None or not stored.matches(token):
         raise Unauthenticated("invalid API key")
+    return usable(stored)
+
+
+def usable(stored: StoredKey) -> Principal:
+    """The key's principal; raises 401 for a revoked or expired key."""
     if stored.revoked_at is not None:
         raise Unauthenticated(f"API key '{stored.key_id}' has been revoked")
     if stored.expires_at is not None and stored.expires_at <= utcnow():

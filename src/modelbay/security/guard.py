@@ -17,6 +17,7 @@ from modelbay.errors import Forbidden, ModelbayError, Overloaded, Unauthenticate
 from modelbay.security.access import Hidden, ResourceDirectory, Rule, authorize
 from modelbay.security.audit import AuditLog
 from modelbay.security.authn import Authenticator
+from modelbay.security.console_sessions import ConsoleSession, ConsoleSessions
 from modelbay.security.limits import RateLimiter, Verdict
 from modelbay.security.principals import Principal
 from modelbay.security.refusals import RefusalThrottle
@@ -56,8 +57,11 @@ class Guard:
         refusals: RefusalThrottle | None = None,
         *,
         before_auth: Callable[[], None] | None = None,
+        sessions: ConsoleSessions | None = None,
     ):
         self.before_auth = before_auth
+        self.sessions = sessions
+        """Web console sessions (cookies); None: the console's cookies authenticate nothing."""
         """Called before each authentication: applies other frontends' changes to caches."""
         self.authenticator = authenticator
         self.directory = directory
@@ -78,6 +82,28 @@ class Guard:
             raise
         assert principal is not None
         return principal
+
+    def forget_principals(self) -> None:
+        """Drop cached keys and console sessions, after a key or tenant changed here."""
+        self.authenticator.forget()
+        if self.sessions is not None:
+            self.sessions.forget()
+
+    async def authenticate_session(self, token: str, caller: Caller) -> ConsoleSession:
+        """The console session behind a cookie value; refusals are audited as keys' are."""
+        if self.sessions is None:
+            raise Unauthenticated("console sessions are not enabled on this server")
+        if self.before_auth is not None:
+            self.before_auth()
+        try:
+            hit, session = self.sessions.cached(token)
+            if not hit:
+                session = await asyncio.to_thread(self.sessions.resolve, token)
+        except Unauthenticated as exc:
+            await self.record_refusal(None, exc, caller)
+            raise
+        assert session is not None
+        return session
 
     def admit(self, p: Principal, *, exempt: bool = False) -> Verdict:
         """Take one request from ``p``'s limits and count it, or raise ``RateLimited``;

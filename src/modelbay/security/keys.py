@@ -245,10 +245,14 @@ class KeyStore:
 
     def lookup(self, token: str) -> StoredKey | None:
         """The key a secret belongs to, revoked and expired ones included; None if unknown."""
+        return self.lookup_id(key_id_for(token))
+
+    def lookup_id(self, key_id: str) -> StoredKey | None:
+        """The key of that id, revoked and expired ones included; None if unknown."""
         with self._sessions.begin() as s:
             query = (
                 select(ApiKeyRow)
-                .where(ApiKeyRow.key_id == key_id_for(token))
+                .where(ApiKeyRow.key_id == key_id)
                 .options(selectinload(ApiKeyRow.tenant))
             )
             row = s.scalar(query)

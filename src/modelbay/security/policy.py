@@ -63,6 +63,7 @@ REST_RULES: dict[tuple[str, str], Rule] = {
     ),
     ("GET", "/api/v1/deployments"): Rule(Scope.READ),
     ("GET", "/api/v1/deployments/{name}"): _READ_DEPLOYMENT,
+    ("GET", "/api/v1/deployments/{name}/stats"): _READ_DEPLOYMENT,
     ("PATCH", "/api/v1/deployments/{name}"): _WRITE_DEPLOYMENT,
     ("DELETE", "/api/v1/deployments/{name}"): _WRITE_DEPLOYMENT,
     # datasets and training jobs (never visible to other tenants); training needs write
@@ -107,9 +108,15 @@ REST_RULES: dict[tuple[str, str], Rule] = {
     # the API's own description
     ("GET", "/openapi.json"): PUBLIC,
     ("GET", "/docs"): PUBLIC,
+    # the web console: its page and sign-in are public; the session is the key's
+    ("GET", "/ui"): PUBLIC,
+    ("GET", "/ui/"): PUBLIC,
+    ("POST", "/ui/sign-in"): PUBLIC,
+    ("GET", "/ui/session"): AUTHENTICATED,
+    ("DELETE", "/ui/session"): AUTHENTICATED,
 }
-PUBLIC_PREFIXES = ("/docs/assets/",)
-"""Static files answered without a key: the API docs' scripts and styles."""
+PUBLIC_PREFIXES = ("/docs/assets/", "/ui/static/")
+"""Static files answered without a key: the API docs' and the console's scripts and styles."""
 
 GRPC_RULES: dict[str, Rule] = {
     "ServerLive": PUBLIC,

@@ -8,9 +8,14 @@ library's multiprocess mode), so any frontend answers for the whole server.
 from __future__ import annotations
 
 import os
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -18,11 +23,100 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 def exposition(registry: CollectorRegistry) -> bytes:
     """The text format of this process's metrics, or of every frontend's when several."""
+    return generate_latest(_source(registry))
+
+
+def _source(registry: CollectorRegistry) -> CollectorRegistry:
+    """The registry ``/metrics`` reads: this process's, or every frontend's added up."""
     if os.environ.get(MULTIPROC_ENV):
         combined = CollectorRegistry()
         MultiProcessCollector(combined)  # type: ignore[no-untyped-call]
-        return generate_latest(combined)
-    return generate_latest(registry)
+        return combined
+    return registry
+
+
+@dataclass
+class HistogramTotals:
+    """A histogram summed over a model's versions: cumulative counts per upper bound
+    (ascending, +Inf left out: ``count`` is every observation) and the observations' sum."""
+
+    bounds: list[float] = field(default_factory=list)
+    cumulative: list[int] = field(default_factory=list)
+    count: int = 0
+    sum: float = 0.0
+
+
+@dataclass
+class ModelTotals:
+    """A model's cumulative data-plane counters, as ``/metrics`` reports them (summed over
+    versions and frontend processes): what a client differentiates between two reads."""
+
+    requests: dict[str, int] = field(default_factory=dict)
+    """Requests answered, by HTTP status."""
+    latency_seconds: HistogramTotals = field(default_factory=HistogramTotals)
+    queue_wait_seconds: HistogramTotals = field(default_factory=HistogramTotals)
+    compute_seconds: HistogramTotals = field(default_factory=HistogramTotals)
+    batch_size: HistogramTotals = field(default_factory=HistogramTotals)
+    queue_depth: float = 0.0
+
+
+_HISTOGRAMS = {
+    "modelbay_request_duration_seconds": "latency_seconds",
+    "modelbay_queue_wait_seconds": "queue_wait_seconds",
+    "modelbay_compute_seconds": "compute_seconds",
+    "modelbay_batch_size": "batch_size",
+}
+"""Histograms a model's totals report: metric name -> ``ModelTotals`` field."""
+
+
+def model_totals(registry: CollectorRegistry, model: str) -> ModelTotals:
+    """The counters of one model (every version of it), from the same source as
+    ``/metrics``: with several frontends, all of them added up."""
+    totals = ModelTotals()
+    for name, attr in _HISTOGRAMS.items():  # no series yet: the bounds, all counts zero
+        setattr(totals, attr, _histogram(None, model, _bounds_of(name)))
+    for family in _source(registry).collect():
+        if family.name == "modelbay_requests":
+            requests: dict[str, int] = defaultdict(int)
+            for sample in _of(family, model):
+                if sample.name.endswith("_total"):
+                    requests[sample.labels.get("status", "")] += round(sample.value)
+            totals.requests = dict(sorted(requests.items()))
+        elif family.name == "modelbay_queue_depth":
+            totals.queue_depth = sum(s.value for s in _of(family, model))
+        elif family.name in _HISTOGRAMS:
+            bounds = _bounds_of(family.name)
+            setattr(totals, _HISTOGRAMS[family.name], _histogram(family, model, bounds))
+    return totals
+
+
+def _bounds_of(name: str) -> tuple[float, ...]:
+    return _BATCH_BUCKETS if name == "modelbay_batch_size" else _LATENCY_BUCKETS
+
+
+def _of(family: Metric | None, model: str) -> Iterable[Any]:
+    if family is None:
+        return ()
+    return (s for s in family.samples if s.labels.get("model") == model)
+
+
+def _histogram(family: Metric | None, model: str, bounds: Iterable[float]) -> HistogramTotals:
+    buckets: dict[float, float] = dict.fromkeys(map(float, bounds), 0.0)
+    out = HistogramTotals()
+    total = 0.0
+    for sample in _of(family, model):
+        if sample.name.endswith("_bucket"):
+            bound = float(sample.labels["le"])
+            if bound == float("inf"):
+                total += sample.value
+            else:
+                buckets[bound] = buckets.get(bound, 0.0) + sample.value
+        elif sample.name.endswith("_sum"):
+            out.sum += sample.value
+    out.bounds = sorted(buckets)
+    out.cumulative = [round(buckets[b]) for b in out.bounds]
+    out.count = round(total)
+    return out
 
 
 def clean_dead_processes() -> None:

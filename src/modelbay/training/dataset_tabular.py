@@ -4,6 +4,7 @@ feature/target arrays training reads from a data frame."""
 from __future__ import annotations
 
 import csv
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -83,14 +84,40 @@ def column_stats(name: str, series: Any) -> ColumnStats:
     return stats
 
 
-def tabular_schema(fmt: str, rows: int, columns: list[ColumnStats]) -> DatasetSchema:
-    return {"format": fmt, "kind": "tabular", "rows": rows, "columns": columns}
+PREVIEW_ROWS = 10
+"""Rows of a tabular dataset recorded with its schema, for people to look at."""
+
+
+def tabular_schema(
+    fmt: str, rows: int, columns: list[ColumnStats], head: Any = None
+) -> DatasetSchema:
+    schema: DatasetSchema = {"format": fmt, "kind": "tabular", "rows": rows, "columns": columns}
+    if head is not None:
+        schema["preview"] = preview_rows(head)
+    return schema
+
+
+def preview_rows(head: Any) -> list[list[Any]]:
+    """The first rows of a data frame as JSON values (numbers, strings; None for missing)."""
+    rows = []
+    for values in head.head(PREVIEW_ROWS).itertuples(index=False, name=None):
+        row: list[Any] = []
+        for value in values:
+            item = getattr(value, "item", None)  # numpy scalars
+            value = item() if callable(item) else value
+            if isinstance(value, float) and not math.isfinite(value):
+                value = None
+            elif value is not None and not isinstance(value, int | float | str | bool):
+                value = str(value)
+            row.append(value)
+        rows.append(row)
+    return rows
 
 
 def frame_schema(fmt: str, frame: Any) -> DatasetSchema:
     """The schema of a data frame read whole."""
     columns = [column_stats(str(name), frame[name]) for name in frame.columns]
-    return tabular_schema(fmt, len(frame), columns)
+    return tabular_schema(fmt, len(frame), columns, frame)
 
 
 # CSV
@@ -167,7 +194,11 @@ def parquet_schema(path: Path) -> DatasetSchema:
     """Statistics read one column at a time."""
     parquet, names = open_parquet(path)
     columns = [column_stats(name, parquet_column(parquet, path, name)) for name in names]
-    return tabular_schema("parquet", int(parquet.metadata.num_rows), columns)
+    head = None
+    if parquet.metadata.num_rows:
+        batch = next(parquet.iter_batches(batch_size=PREVIEW_ROWS, columns=names))
+        head = batch.to_pandas()
+    return tabular_schema("parquet", int(parquet.metadata.num_rows), columns, head)
 
 
 def read_parquet(path: Path, names: list[str] | None = None) -> Any:

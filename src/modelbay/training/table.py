@@ -42,6 +42,7 @@ class DatasetSchema(TypedDict, total=False):
     image_shape: list[int]  # images: [C, H, W] every image is read as
     classes: list[str]  # images: class names by index
     class_balance: dict[str, int]  # images: class -> count
+    preview: list[list[Any]]  # tabular: the first rows (PREVIEW_ROWS), in column order
 
 
 class InvalidDataset(ModelbayError):

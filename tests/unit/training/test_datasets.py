@@ -92,6 +92,9 @@ def test_csv_inspect_reports_column_stats(tmp_path: Path) -> None:
     assert city is not None
     assert (city["dtype"], city["numeric"]) == ("object", False)
     assert city["top"] == {"paris": 2, "rome": 1, "oslo": 1}
+    assert len(schema["preview"]) == 4  # the first rows, in column order, missing as None
+    assert schema["preview"][1][1] is None
+    assert all(len(row) == 4 for row in schema["preview"])
 
 
 def test_csv_load_classification(tmp_path: Path) -> None:
@@ -174,6 +177,12 @@ def test_parquet_inspect_and_load(tmp_path: Path) -> None:
     x = column(schema, "x")
     assert x is not None
     assert (x["missing"], x["mean"]) == (1, 3.0)
+    assert schema["preview"] == [
+        [1.0, True, "b"],
+        [None, False, "a"],
+        [3.0, True, "b"],
+        [5.0, True, "a"],
+    ]
     table = load_table(path, "parquet", schema, "label", "classification", features=["flag", "x"])
     assert table.feature_names == ["flag", "x"]
     assert table.features.tolist() == [[1, 1], [0, 3], [1, 3], [1, 5]]
