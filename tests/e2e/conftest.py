@@ -58,8 +58,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     running.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    """Chromium for one test module. Not for the session: sync Playwright keeps an event
+    loop running on the main thread while it is open, and later tests' ``asyncio.run()``
+    would fail."""
     path = chromium_path()
     if path is None:
         if os.environ.get("CI"):

@@ -105,21 +105,31 @@ export function bytes(n) {
   return `${i ? n.toFixed(1) : n} ${units[i]}`;
 }
 
+/**
+ * busy(button, out, async () => ...) → what the action returns, or undefined if it threw.
+ * `button` is disabled while the action runs and enabled again after; a thrown error's
+ * message is shown in `out` (without `out` the error is thrown on).
+ */
+export async function busy(button, out, action) {
+  button.disabled = true;
+  try {
+    return await action();
+  } catch (err) {
+    if (!out) throw err;
+    replace(out, notice("error", err.message));
+    return undefined;
+  } finally {
+    button.disabled = false;
+  }
+}
+
 /** A button that runs an async action, disabled while it runs, its error shown in `out`. */
 export function actionButton(label, action, { out, kind = "", confirmText } = {}) {
   const button = h("button", { type: "button", class: kind });
   button.textContent = label;
   button.addEventListener("click", async () => {
     if (confirmText && !window.confirm(confirmText)) return;
-    button.disabled = true;
-    try {
-      await action();
-    } catch (err) {
-      if (out) replace(out, notice("error", err.message));
-      else throw err;
-    } finally {
-      button.disabled = false;
-    }
+    await busy(button, out, action);
   });
   return button;
 }

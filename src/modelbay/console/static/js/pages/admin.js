@@ -1,7 +1,7 @@
 // Admin (scope manage): API keys (admin_keys.js), usage and the audit log (admin_usage.js),
 // and here tenants (admins: list, create, edit limits) and a tenant's accounts.
 
-import { h, field, notice, replace, table, when, number } from "../dom.js";
+import { h, field, notice, replace, table, when, number, busy } from "../dom.js";
 import { api, can, path, session } from "../api.js";
 import { frame, statusBadge, limitInputs, limitText, LIMITS } from "./admin_frame.js";
 import { renderKeys } from "./admin_keys.js";
@@ -34,19 +34,14 @@ function tenantForm(onCreated) {
   );
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
-    submit.disabled = true;
-    try {
+    await busy(submit, out, async () => {
       const body = { name: name.value.trim() };
       for (const [key, value] of Object.entries(limits.read())) if (value !== null) body[key] = value;
       const record = await api("POST", "/api/v1/tenants", { json: body });
       replace(out, notice("ok", `Created tenant ${record.name}.`));
       name.value = "";
       await onCreated();
-    } catch (err) {
-      replace(out, notice("error", err.message));
-    } finally {
-      submit.disabled = false;
-    }
+    });
   });
   return form;
 }
@@ -96,15 +91,10 @@ function limitsCard(tenant) {
   );
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
-    submit.disabled = true;
-    try {
+    await busy(submit, out, async () => {
       const record = await api("PATCH", path`/api/v1/tenants/${tenant.name}`, { json: limits.read() });
       replace(out, notice("ok", `Saved the limits of ${record.name}.`));
-    } catch (err) {
-      replace(out, notice("error", err.message));
-    } finally {
-      submit.disabled = false;
-    }
+    });
   });
   return form;
 }
@@ -124,17 +114,12 @@ function accountForm(tenant, onCreated) {
   );
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
-    submit.disabled = true;
-    try {
+    await busy(submit, out, async () => {
       const record = await api("POST", path`/api/v1/tenants/${tenant}/accounts`, { json: { name: name.value.trim(), kind: kind.value } });
       replace(out, notice("ok", `Created account ${record.name}.`));
       name.value = "";
       await onCreated();
-    } catch (err) {
-      replace(out, notice("error", err.message));
-    } finally {
-      submit.disabled = false;
-    }
+    });
   });
   return form;
 }
@@ -156,15 +141,12 @@ async function renderTenant(main, params) {
       button.setAttribute("aria-label", `Delete account ${account.name}`);
       button.addEventListener("click", async () => {
         if (!window.confirm(`Delete account ${account.name}? It is disabled and all its keys are revoked.`)) return;
-        button.disabled = true;
-        try {
+        // On success load() draws a new table: this button is gone, enabled or not.
+        await busy(button, out, async () => {
           await api("DELETE", path`/api/v1/tenants/${name}/accounts/${account.name}`);
           replace(out, notice("ok", `Deleted account ${account.name}; its keys are revoked.`));
           await load();
-        } catch (err) {
-          replace(out, notice("error", err.message));
-          button.disabled = false;
-        }
+        });
       });
       return button;
     };

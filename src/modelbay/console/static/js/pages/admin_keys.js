@@ -1,7 +1,7 @@
 // API keys: the list (a tenant's; admins: every tenant's, or one), a new key whose secret is
 // shown once with a copy button, and revoking with a confirmation.
 
-import { h, field, notice, replace, table, when } from "../dom.js";
+import { h, field, notice, replace, table, when, busy } from "../dom.js";
 import { api, can, path, session } from "../api.js";
 import { frame, statusBadge } from "./admin_frame.js";
 
@@ -85,18 +85,13 @@ async function keyForm(tenants, onCreated) {
     const body = { name: name.value, role: role.value, tenant: can("admin") ? tenant.value : me.tenant };
     if (account.value) body.account = account.value;
     if (expires.value.trim()) body.expires_in = expires.value.trim();
-    submit.disabled = true;
     replace(out);
-    try {
+    await busy(submit, out, async () => {
       const created = await api("POST", "/api/v1/keys", { json: body });
       replace(secret, secretBox(created));
       name.value = "";
       await onCreated();
-    } catch (err) {
-      replace(out, notice("error", err.message));
-    } finally {
-      submit.disabled = false;
-    }
+    });
   });
   await loadAccounts();
   return form;
@@ -119,15 +114,12 @@ export async function renderKeys(main, params, query) {
       button.addEventListener("click", async () => {
         const mine = key.key_id === me.key_id ? " It is the key you are signed in with: you will be signed out." : "";
         if (!window.confirm(`Revoke key "${key.name}" (${key.key_id})? Requests with it are refused at once.${mine}`)) return;
-        button.disabled = true;
-        try {
+        // On success load() draws a new table: this button is gone, enabled or not.
+        await busy(button, out, async () => {
           await api("DELETE", path`/api/v1/keys/${key.key_id}`);
           replace(out, notice("ok", `Revoked key ${key.key_id}.`));
           await load();
-        } catch (err) {
-          replace(out, notice("error", err.message));
-          button.disabled = false;
-        }
+        });
       });
       return button;
     };

@@ -2,7 +2,7 @@
 // and the deploy form (write scope only). A deployment's own page, with its live charts
 // and its actions, is in deployments_detail.js.
 
-import { h, field, notice, replace, table } from "../dom.js";
+import { h, field, notice, replace, table, busy } from "../dom.js";
 import { api, can, path } from "../api.js";
 import { renderDeployment } from "./deployments_detail.js";
 
@@ -154,16 +154,11 @@ function deployForm(models, preselect) {
       body.canary_version = canary.value.trim();
       body.canary_weight = parseInt(weight.value, 10) || 0;
     }
-    button.disabled = true;
     replace(out, notice("info", `Deploying ${body.model}…`));
-    try {
+    await busy(button, out, async () => {
       const record = await api("POST", "/api/v1/deployments", { json: body });
       location.hash = deploymentHref(record.name);
-    } catch (err) {
-      replace(out, notice("error", err.message));
-    } finally {
-      button.disabled = false;
-    }
+    });
   });
   return form;
 }

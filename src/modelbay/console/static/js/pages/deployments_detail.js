@@ -2,7 +2,7 @@
 // the server's metrics, and (write scope only) scale, batching, version and canary,
 // undeploy.
 
-import { h, field, notice, replace, table, when, actionButton } from "../dom.js";
+import { h, field, notice, replace, table, when, actionButton, busy } from "../dom.js";
 import { api, can, path } from "../api.js";
 import { liveStats } from "./deployments_stats.js";
 import { replicaCounts, servesText, stateBadge, tryHref } from "./deployments.js";
@@ -90,16 +90,11 @@ function patchForm(name, { title, button, controls, body, done }) {
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     const submit = form.querySelector("button[type=submit]");
-    submit.disabled = true;
-    try {
+    await busy(submit, out, async () => {
       const record = await api("PATCH", path`/api/v1/deployments/${name}`, { json: body() });
       replace(out, notice("ok", done(record)));
       form.dispatchEvent(new CustomEvent("deployment-changed", { bubbles: true, detail: record }));
-    } catch (err) {
-      replace(out, notice("error", err.message));
-    } finally {
-      submit.disabled = false;
-    }
+    });
   });
   return form;
 }

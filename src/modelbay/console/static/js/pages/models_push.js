@@ -2,7 +2,7 @@
 // with a progress bar fed by upload()'s callback. Without a fixed model name it also
 // creates a model: the push route creates one that does not exist yet.
 
-import { h, field, notice, replace, bytes } from "../dom.js";
+import { h, field, notice, replace, bytes, busy } from "../dom.js";
 import { api, upload, path } from "../api.js";
 
 const FORMATS = [
@@ -115,35 +115,34 @@ export function pushForm({ model = null, onDone } = {}) {
       return;
     }
     const total = chosen.reduce((sum, file) => sum + file.size, 0);
-    submit.disabled = true;
-    progress.value = 0;
-    form.dataset.state = "uploading";
-    progressText.textContent = `0% of ${bytes(total)}`;
-    try {
-      const classes = labels ? labels.value.split(",").map((s) => s.trim()).filter(Boolean) : [];
-      if (classes.length) {
-        // Labels live on the model record: create it with them, then push its first version.
-        await api("POST", "/api/v1/models", {
-          json: { name, labels: classes, description: description.value },
+    await busy(submit, out, async () => {
+      progress.value = 0;
+      form.dataset.state = "uploading";
+      progressText.textContent = `0% of ${bytes(total)}`;
+      try {
+        const classes = labels ? labels.value.split(",").map((s) => s.trim()).filter(Boolean) : [];
+        if (classes.length) {
+          // Labels live on the model record: create it with them, then push its first version.
+          await api("POST", "/api/v1/models", {
+            json: { name, labels: classes, description: description.value },
+          });
+        }
+        const record = await upload("POST", path`/api/v1/models/${name}/versions`, data, (fraction) => {
+          progress.value = fraction;
+          progressText.textContent = fraction >= 1 ? "Uploaded; checking the model…" : `${Math.round(fraction * 100)}% of ${bytes(total)}`;
         });
+        progress.value = 1;
+        form.dataset.state = "done";
+        progressText.textContent = "Done";
+        replace(out, notice("ok", `Pushed version ${record.version} of ${record.model} (${record.format}).`));
+        form.reset();
+        if (onDone) onDone(record);
+      } catch (err) {
+        form.dataset.state = "failed";
+        progressText.textContent = "Failed";
+        throw err; // busy() shows it in `out`
       }
-      const record = await upload("POST", path`/api/v1/models/${name}/versions`, data, (fraction) => {
-        progress.value = fraction;
-        progressText.textContent = fraction >= 1 ? "Uploaded; checking the model…" : `${Math.round(fraction * 100)}% of ${bytes(total)}`;
-      });
-      progress.value = 1;
-      form.dataset.state = "done";
-      progressText.textContent = "Done";
-      replace(out, notice("ok", `Pushed version ${record.version} of ${record.model} (${record.format}).`));
-      form.reset();
-      if (onDone) onDone(record);
-    } catch (err) {
-      form.dataset.state = "failed";
-      progressText.textContent = "Failed";
-      replace(out, notice("error", err.message));
-    } finally {
-      submit.disabled = false;
-    }
+    });
   });
   return form;
 }

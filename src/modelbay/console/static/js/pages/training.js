@@ -1,7 +1,7 @@
 // Training: datasets (training_datasets.js), the jobs list and the new-job form (here), and
 // one job followed live (training_job.js).
 
-import { h, field, notice, replace } from "../dom.js";
+import { h, field, notice, replace, busy } from "../dom.js";
 import { api, can, path } from "../api.js";
 import { renderDatasets, renderDataset } from "./training_datasets.js";
 import { renderJob, jobsTable, ACTIVE } from "./training_job.js";
@@ -185,15 +185,10 @@ async function renderNewJob(main, params, query) {
     if (optimizer.value) hyper.optimizer = optimizer.value;
     const body = { dataset: dataset.value, family: family.value, target: target.value, params: hyper, deploy: deploy.checked };
     if (model.value.trim()) body.name = model.value.trim();
-    submit.disabled = true;
-    try {
+    await busy(submit, out, async () => {
       const job = await api("POST", "/api/v1/jobs", { json: body });
       location.hash = `#/jobs/${job.id}`;
-    } catch (err) {
-      replace(out, notice("error", err.message));
-    } finally {
-      submit.disabled = false;
-    }
+    });
   });
   replace(main, h("h1", { id: "new-job-title" }, "New training job"), form);
   await loadColumns();

@@ -1,7 +1,7 @@
 // One training job, followed live: its state, loss and accuracy drawn as epochs finish
 // (GET /api/v1/jobs/{id}/events?after=N, polled), its log, cancel, and deploy in one click.
 
-import { h, notice, replace, table, when } from "../dom.js";
+import { h, notice, replace, table, when, actionButton } from "../dom.js";
 import { api, can, path } from "../api.js";
 import { lineChart } from "../charts.js";
 
@@ -182,21 +182,7 @@ export async function renderJob(main, params) {
     );
   };
 
-  const button = (label, action, kind) => {
-    const b = h("button", { type: "button", class: kind });
-    b.textContent = label;
-    b.addEventListener("click", async () => {
-      b.disabled = true;
-      try {
-        await action();
-      } catch (err) {
-        replace(actionOut, notice("error", err.message));
-      } finally {
-        b.disabled = false;
-      }
-    });
-    return b;
-  };
+  const button = (label, action, kind) => actionButton(label, action, { out: actionOut, kind });
 
   function draw() {
     replace(badge, stateBadge(job.state), job.cancel_requested && ACTIVE.includes(job.state) ? h("span", { class: "badge warn" }, "cancelling") : null);

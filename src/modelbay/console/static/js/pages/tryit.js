@@ -3,7 +3,7 @@
 // model's labels, and the same request as a curl command. Keys without `infer` see the
 // form read-only.
 
-import { h, field, notice, replace, number } from "../dom.js";
+import { h, field, notice, replace, number, busy } from "../dom.js";
 import { api, can, path } from "../api.js";
 import { checkbox } from "./models_push.js";
 import {
@@ -249,23 +249,22 @@ async function render(main, params, query) {
       return;
     }
     updateCurl();
-    run.disabled = true;
-    replace(result, h("p", { class: "loading" }, "Running…"));
-    const started = performance.now();
-    try {
-      const answer = await api("POST", inferPath(name, ref), { json: body, signal: controller.signal });
-      const ms = performance.now() - started;
-      replace(
-        result,
-        h("h2", {}, "Outputs"),
-        h("p", { class: "hint" }, `Version ${answer.model_version} answered in ${ms.toFixed(0)} ms.`),
-        answer.outputs.map((output) => outputBlock(output, model, labels)),
-      );
-    } catch (err) {
-      if (err.name !== "AbortError") replace(result, notice("error", err.message));
-    } finally {
-      run.disabled = false;
-    }
+    await busy(run, result, async () => {
+      replace(result, h("p", { class: "loading" }, "Running…"));
+      const started = performance.now();
+      try {
+        const answer = await api("POST", inferPath(name, ref), { json: body, signal: controller.signal });
+        const ms = performance.now() - started;
+        replace(
+          result,
+          h("h2", {}, "Outputs"),
+          h("p", { class: "hint" }, `Version ${answer.model_version} answered in ${ms.toFixed(0)} ms.`),
+          answer.outputs.map((output) => outputBlock(output, model, labels)),
+        );
+      } catch (err) {
+        if (err.name !== "AbortError") throw err; // busy() shows it in `result`
+      }
+    });
   });
 
   const copy = h("button", { type: "button", class: "copy" }, "Copy");
