@@ -51,10 +51,9 @@ async def sign_in(body: SignIn, request: Request, ctx: ContextDep) -> JSONRespon
     caller = caller_of(request.scope)
     principal = await guard.authenticate(body.api_key, caller)
     guard.admit(principal)
-    token, csrf = await asyncio.to_thread(
+    token, csrf, expires_at = await asyncio.to_thread(
         guard.sessions.start, principal.key_id, ctx.settings.console_session_ttl_s, caller.client
     )
-    session = await asyncio.to_thread(guard.sessions.resolve, token)
     await asyncio.to_thread(
         ctx.audit.append,
         actor=principal.key_id,
@@ -63,7 +62,7 @@ async def sign_in(body: SignIn, request: Request, ctx: ContextDep) -> JSONRespon
         result=200,
         client=caller.client,
     )
-    answer = JSONResponse(_who(principal, csrf, session.expires_at.isoformat()).model_dump())
+    answer = JSONResponse(_who(principal, csrf, expires_at.isoformat()).model_dump())
     answer.set_cookie(
         COOKIE,
         token,

@@ -54,11 +54,12 @@ class ConsoleSessions:
         self._cache: dict[str, tuple[float, ConsoleSession | None]] = {}
         self._lock = threading.Lock()
 
-    def start(self, key_id: str, ttl_s: float, client: str | None) -> tuple[str, str]:
-        """A new session of ``key_id``: (cookie value, CSRF token). Sessions that ended or
-        expired are deleted on the way."""
+    def start(self, key_id: str, ttl_s: float, client: str | None) -> tuple[str, str, datetime]:
+        """A new session of ``key_id``: (cookie value, CSRF token, expiry). Sessions that
+        ended or expired are deleted on the way."""
         token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
         now = utcnow()
+        expires_at = now + timedelta(seconds=ttl_s)
         with self._sessions.begin() as s:
             s.execute(
                 delete(ConsoleSessionRow).where(
@@ -72,10 +73,10 @@ class ConsoleSessions:
                     csrf_token=csrf,
                     client=client[:64] if client else None,
                     created_at=now,
-                    expires_at=now + timedelta(seconds=ttl_s),
+                    expires_at=expires_at,
                 )
             )
-        return token, csrf
+        return token, csrf, expires_at
 
     def cached(self, token: str) -> tuple[bool, ConsoleSession | None]:
         """(hit, session) from the cache alone; a hit may still raise for an ended one."""
