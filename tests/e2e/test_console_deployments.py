@@ -191,6 +191,36 @@ def test_scaling_from_the_page_changes_the_deployment(
     assert deployment(server, deployed).json()["config"]["min_replicas"] == 2
 
 
+def test_a_canary_is_set_and_removed_from_the_page(
+    page: Page, server: RunningServer, developer: str, model_file: Path
+) -> None:
+    name = push(server, developer, model_file)
+    again = upload(server.url, name, model_file, headers=http.auth(developer))
+    assert again.status_code == 201, again.text
+    assert again.json()["version"] == 2
+    created = http.post(f"{server.url}/api/v1/deployments", json={"model": name, "version": "1"})
+    assert created.status_code == 201, created.text
+    try:
+        admin = sign_in(page, server, at=f"#/deployments/{name}")
+        versions = admin.get_by_role("form", name="Version and canary")
+        versions.get_by_label("Canary version").fill("2")
+        versions.get_by_label("Canary weight (%)").fill("25")
+        versions.get_by_role("button", name="Save versions").click()
+        expect(versions.get_by_role("status")).to_contain_text("Serves")
+        record = deployment(server, name).json()
+        assert (record["target"], record["canary_target"], record["canary_weight"]) == (
+            "1",
+            "2",
+            25,
+        )
+        versions.get_by_label("Canary version").fill("")
+        versions.get_by_role("button", name="Save versions").click()
+        expect(versions.get_by_role("status")).to_contain_text("Serves")
+        assert deployment(server, name).json()["canary_target"] is None
+    finally:
+        http.delete(f"{server.url}/api/v1/deployments/{name}")
+
+
 def test_undeploy_asks_first_and_removes_the_deployment(
     page: Page, server: RunningServer, developer: str, model_file: Path
 ) -> None:
