@@ -4,19 +4,21 @@
     /tmp/ts-venv/bin/pip install torch==2.13.0 torchserve==0.12.0 \
         torch-model-archiver==0.12.0 nvgpu pyyaml    # it imports the last two undeclared)
     .venv/bin/python bench/peers/torchserve.py --ts-venv /tmp/ts-venv [--seconds 10]
-        [--clients 64,16] [--no-onnx] [--workers N]
+        [--rounds 3] [--clients 64,16] [--no-onnx] [--workers N] [--models LeNet,MLP]
 
 Needs Java 17 (Debian's openjdk-17-jre-headless). Not a test, not run by CI.
 
 Builds LeNet (CIFAR-10 CNN) and MLP (64-128-10) as TorchScript with the TorchServe venv's
-torch, archives them with torch-model-archiver + v2_handler.py, then, one server at a time:
+torch, archives them with torch-model-archiver + v2_handler.py, then starts:
   1. TorchServe (--ncs --disable-token-auth), batch_size 32, max_batch_delay 5 ms, 1 worker
   2. modelbay serve, the SAME TorchScript files (+ signature), max_batch_size 32,
      max_queue_delay_ms 5, 1 replica (threads_per_replica 1)
   3. (extra) modelbay serving ONNX exports of the same TorchScript modules
-Closed-loop load (bench/loadgen.py: 2 client processes, keep-alive sockets, prebuilt
-requests), the same JSON body for every server. Server CPU = utime+stime of the server
-process tree (/proc) before/after each load run, divided by requests answered.
+Every server stays up; each round loads each server once, one after the other (a shared
+machine's speed drifts over minutes: alternating slows every server alike), and the ratios
+are taken within a round. Closed-loop load (bench/loadgen.py: 2 client processes, keep-alive
+sockets, prebuilt requests), the same JSON body for every server. Server CPU = utime+stime
+of the server's process tree (/proc) before/after each load run, divided by requests answered.
 """
 
 from __future__ import annotations
@@ -31,7 +33,12 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from statistics import median
+from typing import Any
 
 import numpy as np
 
@@ -89,7 +96,7 @@ def cpu_by_process(pid: int) -> dict[str, float]:
             continue
         kind = (
             "worker"
-            if ("model_service_worker" in cmd or "serving.worker" in cmd)
+            if any(w in cmd for w in ("model_service_worker", "serving.worker", "serving.zygote"))
             else "java"
             if cmd.split(" ")[0].endswith("java")
             else "frontend"
@@ -145,40 +152,43 @@ def check_answer(port: int, path: str, body: bytes, headers: dict[str, str]) -> 
     return f"200, outputs[0] {out['name']} {out['datatype']} shape {out['shape']}"
 
 
-def measure(
-    label: str, pid: int, port: int, request: bytes, clients: list[int], seconds: float
-) -> dict[int, dict]:
-    run_load(port, request, 64, 5)  # warm up (JIT of TorchServe's JVM, caches)
-    results = {}
-    for c in clients:
-        before = cpu_by_process(pid)
-        r: LoadResult = run_load(port, request, c, seconds)
-        after = cpu_by_process(pid)
-        cpu = sum(after.values()) - sum(before.values())
-        n = max(1, len(r.latencies))
-        split = " ".join(
-            f"{k} {1000 * (after[k] - before.get(k, 0)) / n:.3f}"
-            for k in sorted(after)
-            if after[k] - before.get(k, 0) > 0.005
-        )
-        results[c] = {
-            "rps": r.rps,
-            "p50": r.p50,
-            "p99": r.percentile(0.99),
-            "cpu_ms": 1000 * cpu / n,
-            "split": split,
-            "statuses": dict(r.statuses),
-            "errors": r.errors,
-        }
-        codes = " ".join(f"{k}:{v}" for k, v in sorted(r.statuses.items()))
-        print(
-            f"  {label:28} {c:3d} clients {r.rps:8.0f} req/s  p50 {r.p50:7.2f} ms  "
-            f"p99 {r.percentile(0.99):7.2f} ms  CPU {1000 * cpu / n:6.3f} ms/req ({split})"
-            f"  [{codes}"
-            f"{' errors:' + str(r.errors) if r.errors else ''}]",
-            flush=True,
-        )
-    return results
+@dataclass
+class Target:
+    """A server that is up, with the request to send for each model."""
+
+    label: str
+    pid: int
+    port: int
+    requests: dict[str, bytes] = field(default_factory=dict)
+
+
+def measure(target: Target, name: str, clients: int, seconds: float) -> dict[str, Any]:
+    """One closed-loop load run against ``target``; its figures, printed as one line."""
+    before = cpu_by_process(target.pid)
+    r: LoadResult = run_load(target.port, target.requests[name], clients, seconds)
+    after = cpu_by_process(target.pid)
+    cpu = sum(after.values()) - sum(before.values())
+    n = max(1, len(r.latencies))
+    split = " ".join(
+        f"{k} {1000 * (after[k] - before.get(k, 0)) / n:.3f}"
+        for k in sorted(after)
+        if after[k] - before.get(k, 0) > 0.005
+    )
+    codes = " ".join(f"{k}:{v}" for k, v in sorted(r.statuses.items()))
+    print(
+        f"  {target.label:24} {name:6} {clients:3d} clients {r.rps:8.0f} req/s  "
+        f"p50 {r.p50:7.2f} ms  p99 {r.percentile(0.99):7.2f} ms  "
+        f"CPU {1000 * cpu / n:6.3f} ms/req ({split})  [{codes}"
+        f"{' errors:' + str(r.errors) if r.errors else ''}]",
+        flush=True,
+    )
+    return {
+        "rps": r.rps,
+        "p50": r.p50,
+        "p99": r.percentile(0.99),
+        "cpu_ms": 1000 * cpu / n,
+        "ok": r.statuses.get(200, 0) == sum(r.statuses.values()) and not r.errors,
+    }
 
 
 def busy_foreign_processes(window: float = 2.0) -> list[str]:
@@ -257,7 +267,9 @@ def build(models_dir: Path) -> None:
 # ---------------------------------------------------------------- TorchServe
 
 
-def bench_torchserve(models_dir: Path, clients: list[int], seconds: float) -> dict:
+@contextmanager
+def torchserve(models_dir: Path) -> Iterator[Target]:
+    """TorchServe up, every model registered with one worker and checked."""
     run_dir = WORK / "torchserve"
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
@@ -297,7 +309,6 @@ def bench_torchserve(models_dir: Path, clients: list[int], seconds: float) -> di
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    results: dict = {}
     try:
         deadline = time.monotonic() + 120
         while True:
@@ -316,6 +327,7 @@ def bench_torchserve(models_dir: Path, clients: list[int], seconds: float) -> di
             if "java" in Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0")[0].decode()
         ]
         print(f"TorchServe 0.12 up (launcher pid {proc.pid}, java pid {java})")
+        target = Target("TorchServe", proc.pid, inf)
         for name, shape in MODELS.items():
             q = (
                 f"url={name}.mar&model_name={name}&batch_size=32&max_batch_delay=5"
@@ -334,12 +346,8 @@ def bench_torchserve(models_dir: Path, clients: list[int], seconds: float) -> di
             body = body_for(shape)
             path = f"/v2/models/{name}/infer"
             print(f"  check {name}: {check_answer(inf, path, body, {})}")
-            results[name] = measure(
-                f"TorchServe {name}", proc.pid, inf, raw_request(path, body, {}), clients, seconds
-            )
-            # unregister so the next model's measurement has only its own worker up
-            req = urllib.request.Request(f"http://127.0.0.1:{mgmt}/models/{name}", method="DELETE")
-            urllib.request.urlopen(req, timeout=60).read()
+            target.requests[name] = raw_request(path, body, {})
+        yield target
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -351,22 +359,22 @@ def bench_torchserve(models_dir: Path, clients: list[int], seconds: float) -> di
         for p in tree(proc.pid):  # nothing should be left
             if p != proc.pid:
                 os.kill(p, signal.SIGKILL)
-    return results
 
 
 # ---------------------------------------------------------------- modelbay
 
 
-def bench_modelbay(
-    models_dir: Path, clients: list[int], seconds: float, fmt: str, workers: int = 1
-) -> dict:
+@contextmanager
+def modelbay(models_dir: Path, fmt: str, workers: int) -> Iterator[Target]:
+    """modelbay up, every model deployed (one replica, one thread) and checked."""
     data = WORK / f"modelbay-{fmt}"
     shutil.rmtree(data, ignore_errors=True)
     data.mkdir(parents=True)
     server = Server(data, workers=workers)
-    results: dict = {}
     try:
         print(f"modelbay up (pid {server.process.pid}), models as {fmt}")
+        label = f"modelbay ({'TorchScript' if fmt == 'torchscript' else 'ONNX'})"
+        target = Target(label, server.process.pid, server.port)
         for name, shape in MODELS.items():
             path = models_dir / f"{name}.{'pt' if fmt == 'torchscript' else 'onnx'}"
             form = {"format": fmt}
@@ -389,19 +397,10 @@ def bench_modelbay(
             path_ = f"/v2/models/{name}/infer"
             auth = {"Authorization": f"Bearer {server.key}"}
             print(f"  check {name}: {check_answer(server.port, path_, body, auth)}")
-            results[name] = measure(
-                f"modelbay[{fmt}] {name}",
-                server.process.pid,
-                server.port,
-                raw_request(path_, body, auth),
-                clients,
-                seconds,
-            )
-            server.http.delete(f"/api/v1/deployments/{name}").raise_for_status()
-            time.sleep(1)
+            target.requests[name] = raw_request(path_, body, auth)
+        yield target
     finally:
         server.stop()
-    return results
 
 
 # ---------------------------------------------------------------- main
@@ -411,8 +410,10 @@ def main() -> None:
     global TS_VENV, WORK
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=10)
+    ap.add_argument("--rounds", type=int, default=3, help="alternated runs per measurement")
     ap.add_argument("--clients", default="64,16")
     ap.add_argument("--no-onnx", action="store_true")
+    ap.add_argument("--models", default=",".join(MODELS), help="of: " + ", ".join(MODELS))
     ap.add_argument(
         "--workers", type=int, default=1, help="modelbay frontend processes (--workers)"
     )
@@ -421,50 +422,81 @@ def main() -> None:
     args = ap.parse_args()
     TS_VENV, WORK = args.ts_venv, args.work
     clients = [int(c) for c in args.clients.split(",")]
+    for name in set(MODELS) - set(args.models.split(",")):
+        del MODELS[name]
+    if not MODELS:
+        ap.error(f"--models: none of {args.models}")
     models_dir = WORK / "models"
     shutil.rmtree(models_dir, ignore_errors=True)
     build(models_dir)
     print(
-        f"\n{os.cpu_count()} CPUs, {args.seconds:g} s per measurement, closed loop, "
-        "one server up at a time"
+        f"\n{os.cpu_count()} CPUs, {args.seconds:g} s per run, {args.rounds} rounds, closed "
+        "loop; every server stays up and the runs alternate between them, one loaded at a time"
     )
     for line in busy_foreign_processes():
         print(f"WARNING: other busy process on this machine: {line}")
     print()
-    runs = {"TorchServe": bench_torchserve(models_dir, clients, args.seconds)}
-    runs["modelbay (TorchScript)"] = bench_modelbay(
-        models_dir, clients, args.seconds, "torchscript", args.workers
-    )
-    if not args.no_onnx:
-        runs["modelbay (ONNX)"] = bench_modelbay(
-            models_dir, clients, args.seconds, "onnx", args.workers
-        )
+    with ExitStack() as up:
+        targets = [up.enter_context(torchserve(models_dir))]
+        targets.append(up.enter_context(modelbay(models_dir, "torchscript", args.workers)))
+        if not args.no_onnx:
+            targets.append(up.enter_context(modelbay(models_dir, "onnx", args.workers)))
+        runs = alternate(targets, clients, args.rounds, args.seconds)
+    report(runs, clients)
 
+
+Runs = dict[tuple[str, str, int], list[dict[str, Any]]]
+"""(server, model, clients) -> one result per round."""
+
+
+def alternate(targets: list[Target], clients: list[int], rounds: int, seconds: float) -> Runs:
+    """Each round loads every server once, one after the other, so that a machine whose
+    speed drifts (a shared one does) slows each server alike."""
+    runs: Runs = {}
+    for name in MODELS:
+        for target in targets:
+            run_load(target.port, target.requests[name], 64, 5)  # warm up: JVM JIT, caches
+        for c in clients:
+            for r in range(rounds):
+                print(f"{name}, {c} clients, round {r + 1} of {rounds}")
+                for target in targets:
+                    runs.setdefault((target.label, name, c), []).append(
+                        measure(target, name, c, seconds)
+                    )
+    return runs
+
+
+def report(runs: Runs, clients: list[int]) -> None:
     print("\n=== results (V2 JSON bodies, batching 32 / 5 ms, 1 worker/replica, 1 thread) ===")
+    print("median over the rounds; x = modelbay / TorchServe in the same round, median (min-max)")
     print(
         f"{'model':6} {'cl':>3}  {'server':24} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
-        f"{'CPU ms/req':>10}   {'x req/s':>7} {'x p50':>6} {'x p99':>6} {'x CPU':>6}"
+        f"{'CPU ms/req':>10}   {'x req/s':>18} {'x p50':>6} {'x p99':>6} {'x CPU':>6}"
     )
-    ts = runs["TorchServe"]
+    servers = list(dict.fromkeys(label for label, _, _ in runs))
     for name in MODELS:
         for c in clients:
-            base = ts[name][c]
-            for server, res in runs.items():
-                m = res[name][c]
-                ok = m["statuses"].get(200, 0) == sum(m["statuses"].values()) and not m["errors"]
-                ratio = (
-                    ""
-                    if server == "TorchServe"
-                    else (
-                        f"   {m['rps'] / base['rps']:6.2f}x {m['p50'] / base['p50']:5.2f}x "
-                        f"{m['p99'] / base['p99']:5.2f}x {m['cpu_ms'] / base['cpu_ms']:5.2f}x"
+            base = runs[("TorchServe", name, c)]
+            for server in servers:
+                rounds = runs[(server, name, c)]
+                mid = {k: median(r[k] for r in rounds) for k in ("rps", "p50", "p99", "cpu_ms")}
+                ratio = ""
+                if server != "TorchServe":
+                    x = [r["rps"] / b["rps"] for r, b in zip(rounds, base, strict=True)]
+                    each = {
+                        k: median(r[k] / b[k] for r, b in zip(rounds, base, strict=True))
+                        for k in ("p50", "p99", "cpu_ms")
+                    }
+                    ratio = (
+                        f"   {median(x):6.2f}x ({min(x):.2f}-{max(x):.2f}) "
+                        f"{each['p50']:5.2f}x {each['p99']:5.2f}x {each['cpu_ms']:5.2f}x"
                     )
-                )
+                ok = all(r["ok"] for r in rounds)
                 print(
-                    f"{name:6} {c:3d}  {server:24} {m['rps']:8.0f} {m['p50']:8.2f} "
-                    f"{m['p99']:8.2f} {m['cpu_ms']:10.3f}{ratio}{'' if ok else '  NON-200!'}"
+                    f"{name:6} {c:3d}  {server:24} {mid['rps']:8.0f} {mid['p50']:8.2f} "
+                    f"{mid['p99']:8.2f} {mid['cpu_ms']:10.3f}{ratio}{'' if ok else '  NON-200!'}"
                 )
-    print("(x = modelbay / TorchServe; all answers 200 unless marked NON-200)")
+    print("(all answers 200 unless marked NON-200)")
 
 
 if __name__ == "__main__":

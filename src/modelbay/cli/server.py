@@ -222,6 +222,8 @@ def _serve(app: Any, settings: Any, *, demo: bool) -> None:
 
 def _listening(settings: Any) -> dict[str, Any]:
     """uvicorn's settings for where and how to listen, and what to log."""
+    from modelbay.api import http_protocol
+
     return {
         "host": settings.host,
         "port": settings.port,
@@ -229,6 +231,7 @@ def _listening(settings: Any) -> dict[str, Any]:
         "ssl_keyfile": settings.tls_key_file,
         "log_level": settings.log_level,
         "access_log": settings.log_level == "debug",
+        "http": http_protocol.PROTOCOL,  # a response leaves in one write, not two
     }
 
 
