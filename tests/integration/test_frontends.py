@@ -154,3 +154,31 @@ def test_when_the_leader_dies_the_server_recovers(two: RunningServer, model: Bui
     wait_for(lambda: len(two.frontends()) == 2, timeout=30)  # uvicorn restarted the dead one
     codes = [infer(two, "fe-leader", x).status_code for _ in range(20)]
     assert set(codes) == {200}, codes
+
+
+def test_a_stopping_server_logs_no_traceback(tmp_path: Path) -> None:
+    # Python 3.11's asyncio logged the leader's cancelled follower connection as an
+    # "Unhandled exception in client_connected_cb" with a CancelledError traceback.
+    running = RunningServer(tmp_path / "data", tmp_path / "server.log", workers=2)
+    running.start()
+    try:
+        wait_for(lambda: _followers_connected(tmp_path / "data") == 1)
+    finally:
+        running.stop()
+    log = (tmp_path / "server.log").read_text()
+    assert "Traceback" not in log, log[-3000:]
+    assert "ERROR" not in log, log[-3000:]
+
+
+def _followers_connected(data_dir: Path) -> int:
+    """Connections the leader accepted on the control socket it published (/proc/net/unix
+    lists them with the socket's path, in state 03, connected)."""
+    try:
+        control = json.loads((data_dir / "run" / "leader.json").read_text())["control"]
+    except FileNotFoundError:
+        return 0
+    return sum(
+        1
+        for line in Path("/proc/net/unix").read_text().splitlines()[1:]
+        if line.split()[5] == "03" and line.endswith(" " + control)
+    )

@@ -134,7 +134,9 @@ class ControlServer:
         except (ConnectionError, orjson.JSONDecodeError, asyncio.IncompleteReadError):
             pass
         except asyncio.CancelledError:
-            raise
+            # Stopping: end normally. Python 3.11's asyncio logs a cancelled connection
+            # task as an unhandled exception, with a traceback.
+            pass
         except Exception:
             log.exception("dropping a follower whose messages cannot be read")
         finally:
