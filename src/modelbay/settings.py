@@ -74,8 +74,9 @@ class Settings(BaseSettings):
     """How long a worker's claim on a job lasts without a heartbeat (three per lease); a
     job whose worker died is resumed by another after this."""
 
-    job_poll_s: float = Field(default=1.0, gt=0, le=60.0)
-    """How often an idle worker looks for queued jobs."""
+    job_poll_s: float = Field(default=0.25, gt=0, le=60.0)
+    """How often an idle worker looks for queued jobs (a read of the jobs table; a worker
+    whose own job ends looks at once)."""
 
     audit_key_file: Path | None = None
     """File holding the audit chain's HMAC key; default ``<data_dir>/audit.key``, created

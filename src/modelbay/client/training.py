@@ -187,7 +187,7 @@ class TrainingCalls:
                     kind, data = "", ""
 
     def wait_job(
-        self, job: int, timeout: float | None = None, poll_s: float = 1.0
+        self, job: int, timeout: float | None = None, poll_s: float = 0.25
     ) -> dict[str, Any]:
         """Poll until the job ends; the finished job (TimeoutError after ``timeout``)."""
         deadline = None if timeout is None else time.monotonic() + timeout

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("modelbay.jobs.search")
 
-POLL_S = 1.0
+POLL_S = 0.25
 STOP_WAIT_S = 60.0
 """How long a cancelled search waits for its running trials to stop."""
 MIN_TRIALS_FOR_IMPORTANCE = 3

@@ -43,18 +43,22 @@ class Worker:
         self.jobs = JobStore(engine)
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self._stopping = threading.Event()
+        self._slot_freed = threading.Event()
         self._lock = threading.Lock()
         self._running: dict[int, tuple[str, threading.Thread]] = {}  # job id: (kind, thread)
         self._children: dict[int, subprocess.Popen[bytes]] = {}
 
     def stop(self) -> None:
         self._stopping.set()
+        self._slot_freed.set()
 
     def run_forever(self) -> None:
         log.info("job worker %s polling every %g s", self.name, self.settings.job_poll_s)
         while not self._stopping.is_set():
             if not self.run_once():
-                self._stopping.wait(self.settings.job_poll_s)
+                # Until the next poll, or at once when one of this worker's jobs ends.
+                self._slot_freed.wait(self.settings.job_poll_s)
+                self._slot_freed.clear()
         for _, thread in list(self._running.values()):
             thread.join()  # each gives its job back to the queue
 
@@ -111,6 +115,7 @@ class Worker:
             with self._lock:
                 self._running.pop(claimed.job.id, None)
                 self._children.pop(claimed.job.id, None)
+            self._slot_freed.set()
 
     def _run(self, claimed: Claimed) -> None:
         job_id, token = claimed.job.id, claimed.token
