@@ -99,6 +99,21 @@ class ResourceDirectory:
             return False, None
         return True, entry[1]
 
+    def model_due(self, name: str) -> bool:
+        """Whether the model's cached owner is fresh but past half its lifetime (time to
+        read it again in the background)."""
+        entry = self._models.get(name)
+        return entry is not None and _MODEL_TTL_S / 2 < self._clock() - entry[0] <= _MODEL_TTL_S
+
+    def refresh_model(self, name: str) -> Ownership | None:
+        """Read the model's owner from the database (not the cache) and cache it."""
+        found = self._model(name)
+        with self._lock:
+            if len(self._models) > _MAX_CACHED:
+                self._models.clear()
+            self._models[name] = (self._clock(), found)
+        return found
+
     def owner(self, kind: Resource, name: str) -> Ownership | None:
         if not _NAMES[kind].match(name):  # cannot exist; and PostgreSQL refuses NUL in text
             return None
@@ -106,12 +121,7 @@ class ResourceDirectory:
             hit, found = self.cached_model(name)
             if hit:
                 return found
-            found = self._model(name)
-            with self._lock:
-                if len(self._models) > _MAX_CACHED:
-                    self._models.clear()
-                self._models[name] = (self._clock(), found)
-            return found
+            return self.refresh_model(name)
         with self._sessions() as s:
             if kind == "deployment":
                 model = s.scalar(

@@ -48,12 +48,22 @@ class Authenticator:
             return False, None
         return True, _check(entry[1], token)
 
+    def due(self, token: str) -> bool:
+        """Whether ``token``'s cached entry is fresh but past half its lifetime: time to
+        read it again in the background, before requests have to wait for it."""
+        entry = self._known.get(token) or self._unknown.get(token)
+        return entry is not None and CACHE_TTL_S / 2 < self._clock() - entry[0] <= CACHE_TTL_S
+
     def resolve(self, token: str) -> Principal:
         """The principal behind ``token`` (may query the database)."""
         hit, principal = self.cached(token)
         if hit:
             assert principal is not None
             return principal
+        return self.refresh(token)
+
+    def refresh(self, token: str) -> Principal:
+        """Read ``token``'s key from the database (not the cache) and cache it."""
         stored = self._keys.lookup(token)
         now = self._clock()
         with self._lock:

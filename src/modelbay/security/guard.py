@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from modelbay.errors import Forbidden, ModelbayError, Overloaded, Unauthenticated
+from modelbay.flights import Flights
 from modelbay.security.access import Hidden, ResourceDirectory, Rule, authorize
 from modelbay.security.audit import AuditLog
 from modelbay.security.authn import Authenticator
@@ -69,6 +70,8 @@ class Guard:
         self.meter = meter
         self.audit = audit
         self.refusals = refusals or RefusalThrottle()
+        self.flights = Flights()
+        """Database reads behind the caches: one per key at a time."""
 
     async def authenticate(self, token: str, caller: Caller) -> Principal:
         if self.before_auth is not None:
@@ -76,7 +79,11 @@ class Guard:
         try:
             hit, principal = self.authenticator.cached(token)
             if not hit:
-                principal = await asyncio.to_thread(self.authenticator.resolve, token)
+                principal = await self.flights.call(
+                    ("key", token), self.authenticator.resolve, token
+                )
+            elif self.authenticator.due(token):
+                self.flights.start(("key", token), self.authenticator.refresh, token)
         except Unauthenticated as exc:
             await self.record_refusal(None, exc, caller, claimed=key_id_of(token))
             raise
@@ -209,7 +216,10 @@ class Guard:
         if rule.resource == "model":
             hit, owner = self.directory.cached_model(name)
             if hit:
+                if self.directory.model_due(name):
+                    self.flights.start(("owner", name), self.directory.refresh_model, name)
                 return owner
+            return await self.flights.call(("owner", name), self.directory.owner, "model", name)
         return await asyncio.to_thread(self.directory.owner, rule.resource, name)
 
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from modelbay.errors import ClientDisconnected, InvalidRequest, ModelbayError, ModelNotReady
+from modelbay.flights import Flights
 from modelbay.registry import LATEST, VersionRecord
 from modelbay.runtimes import PLATFORMS
 from modelbay.serving.metrics import ServingMetrics
@@ -62,6 +63,7 @@ class InferenceService:
         metrics: ServingMetrics,
     ):
         self.resolver = resolver
+        self._flights = Flights()  # registry reads behind the resolver's cache
         self.controller = controller
         self.metrics = metrics
         # Label lookups cost microseconds per request: each series' child is kept.
@@ -266,6 +268,9 @@ class InferenceService:
 
     async def _resolve(self, name: str, ref: str | int) -> Resolved:
         hit = self.resolver.peek(name, ref)
+        key = ("resolve", name, ref)
         if hit is None:
-            hit = await asyncio.to_thread(self.resolver.resolve, name, ref)
+            return await self._flights.call(key, self.resolver.resolve, name, ref)
+        if self.resolver.due(name, ref):
+            self._flights.start(key, self.resolver.refresh, name, ref)
         return hit

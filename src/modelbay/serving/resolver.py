@@ -41,10 +41,21 @@ class ModelResolver:
             fresh = self.peek(name, ref)
             if fresh is not None:
                 return fresh
-            record = self.registry.get_version(name, key[1])
-            labels = self.registry.get_model(name).labels
-            self._resolved[key] = (time.monotonic(), record, labels)
-            return record, labels
+            return self.refresh(name, ref)
+
+    def refresh(self, name: str, ref: str | int = "latest") -> Resolved:
+        """Read the reference from the registry (not the cache) and cache it (blocking)."""
+        key = (name, parse_ref(ref))
+        record = self.registry.get_version(name, key[1])
+        labels = self.registry.get_model(name).labels
+        self._resolved[key] = (time.monotonic(), record, labels)
+        return record, labels
+
+    def due(self, name: str, ref: str | int) -> bool:
+        """Whether the cached reference is fresh but past half its lifetime (time to read
+        it again in the background, before requests have to wait for it)."""
+        hit = self._resolved.get((name, parse_ref(ref)))
+        return hit is not None and _RESOLVE_TTL_S / 2 < time.monotonic() - hit[0] < _RESOLVE_TTL_S
 
     def peek(self, name: str, ref: str | int) -> Resolved | None:
         """What ``resolve`` would answer, if it is cached and fresh (no I/O)."""

@@ -1,7 +1,10 @@
-"""The Guard's LLM token calls: refusals name the limit, and tokens used are metered."""
+"""The Guard: LLM token calls (refusals name the limit, tokens used are metered), and the
+database reads behind its key cache."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from pathlib import Path
 
 import pytest
@@ -9,9 +12,9 @@ from sqlalchemy import Engine
 
 from modelbay.security.access import ResourceDirectory
 from modelbay.security.audit import AuditLog
-from modelbay.security.authn import Authenticator
-from modelbay.security.guard import Guard, RateLimited
-from modelbay.security.keys import KeyStore
+from modelbay.security.authn import CACHE_TTL_S, Authenticator
+from modelbay.security.guard import Caller, Guard, RateLimited
+from modelbay.security.keys import KeyStore, StoredKey
 from modelbay.security.limits import RateLimiter
 from modelbay.security.principals import Principal, Role
 from modelbay.security.usage import UsageMeter, seconds_to_midnight
@@ -122,3 +125,56 @@ def test_negative_token_counts_are_a_programming_error(guard: Guard, keys: KeySt
     keys.create_tenant("acme")
     with pytest.raises(ValueError, match="negative"):
         guard.add_tokens(principal_of(keys), -1, 0)
+
+
+class CountingKeys(KeyStore):
+    """The real key store, counting its database lookups."""
+
+    lookups = 0
+
+    def lookup(self, token: str) -> StoredKey | None:
+        self.lookups += 1
+        return super().lookup(token)
+
+
+def test_a_key_in_use_is_read_once_per_miss_and_renewed_before_it_expires(
+    engine: Engine, clock: Clock, tmp_path: Path
+) -> None:
+    # Each request in flight when the cached key expired read it again: 64 clients, 64
+    # database reads in the same millisecond, every five seconds.
+    keys = CountingKeys(engine)
+    keys.create_tenant("acme")
+    _, secret = keys.create_key(tenant="acme", role=Role.CONSUMER, name="hot")
+    authenticator = Authenticator(keys, clock)
+    guard = Guard(
+        authenticator,
+        ResourceDirectory(engine),
+        RateLimiter(),
+        UsageMeter(engine, clock),
+        AuditLog(engine, tmp_path / "audit.head"),
+    )
+    caller = Caller(client="127.0.0.1", action="model.infer", target={})
+
+    async def main() -> None:
+        many = [guard.authenticate(secret, caller) for _ in range(64)]
+        assert {p.tenant for p in await asyncio.gather(*many)} == {"acme"}
+        assert keys.lookups == 1  # one read for all 64
+
+        clock.now += CACHE_TTL_S * 0.4  # young: served from the cache, nothing read
+        await guard.authenticate(secret, caller)
+        assert keys.lookups == 1
+
+        clock.now += CACHE_TTL_S * 0.3  # past half its life: served, and read in the background
+        await guard.authenticate(secret, caller)
+        deadline = time.monotonic() + 5
+        while guard.flights.running(("key", secret)):
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.005)
+        assert keys.lookups == 2
+
+        clock.now += CACHE_TTL_S * 0.6  # the first read is now older than the TTL
+        assert authenticator.cached(secret)[0]  # but the renewed entry is fresh
+        await asyncio.gather(*(guard.authenticate(secret, caller) for _ in range(64)))
+        assert keys.lookups == 2  # nobody waited for the database
+
+    asyncio.run(main())
