@@ -14,11 +14,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, values
 from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+_pid = os.getpid()
+
+
+def _process_id() -> int:
+    """This process's id, kept: the multiprocess mode asks for it on every update of every
+    series to notice a fork, and ``os.getpid()`` is a system call (ten per V2 request)."""
+    return _pid
+
+
+def _forked() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forked)
+if os.environ.get(MULTIPROC_ENV):
+    # Every metric of the server is made in this module, after this line: all of them use
+    # this one value class (two would keep two views of the same files).
+    values.ValueClass = values.MultiProcessValue(process_identifier=_process_id)  # type: ignore[no-untyped-call]
 
 
 def exposition(registry: CollectorRegistry) -> bytes:
