@@ -40,7 +40,7 @@ def before_call(context: Any, case: schemathesis.Case, kwargs: dict[str, Any]) -
         case.path.startswith("/api/v1/deployments")
         and isinstance(body, dict)
         and type(body.get("request_timeout_ms")) in (int, float)
-        and 0 < body["request_timeout_ms"] < MIN_REQUEST_TIMEOUT_MS  # valid but tiny only
+        and 1 <= body["request_timeout_ms"] < MIN_REQUEST_TIMEOUT_MS  # valid but tiny only
     ):
         body["request_timeout_ms"] = MIN_REQUEST_TIMEOUT_MS
     params = case.path_parameters

@@ -306,6 +306,9 @@ def test_bad_deployments_are_refused_with_the_reason(
     typo = http.post(url, json={"model": "refusals", "max_batch": 8})
     assert typo.status_code == 422
     assert "max_batch" in typo.json()["error"]
+    instant = http.post(url, json={"model": "refusals", "request_timeout_ms": 5e-324})
+    assert instant.status_code == 422  # every request would have been answered 504
+    assert "request_timeout_ms" in instant.json()["error"]
     assert http.post(url, json={"model": "nope"}).status_code == 404
     assert http.get(f"{url}/refusals").status_code == 404
 

@@ -32,7 +32,8 @@ class ConfigFields(BaseModel):
     max_batch_size: int | None = Field(default=None, ge=1, le=4096)
     max_queue_delay_ms: float | None = Field(default=None, ge=0, le=10_000)
     queue_capacity: int | None = Field(default=None, ge=1, le=1_000_000)
-    request_timeout_ms: float | None = Field(default=None, gt=0, le=3_600_000)
+    # Below a millisecond every request would be answered 504: a mistake, not a setting.
+    request_timeout_ms: float | None = Field(default=None, ge=1, le=3_600_000)
     threads_per_replica: int | None = Field(default=None, ge=1, le=64)
     target_inflight_per_replica: float | None = Field(default=None, gt=0, le=100_000)
     scale_up_delay_s: float | None = Field(default=None, ge=0, le=86_400)
