@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import ssl
 import subprocess
@@ -247,6 +248,20 @@ def queue(tmp_path: Path) -> Iterator[RunningServer]:
     ok(modelbay(running.url, "datasets", "push", "sklearn:digits", "--name", "digits"))
     yield running
     running.stop()
+
+
+def finish_on_a_new_worker(server: RunningServer, log: Path, job: int) -> dict[str, Any]:
+    """Start another worker, wait for ``job`` to end (it resumes it), then stop that worker;
+    the finished job."""
+    from modelbay.client import Client
+
+    worker = start_worker(server, log)
+    try:
+        with Client(server.url, ADMIN_KEY) as client:
+            return client.wait_job(job, timeout=300)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=30)
 
 
 def start_worker(server: RunningServer, log: Path) -> subprocess.Popen[bytes]:

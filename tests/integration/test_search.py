@@ -6,7 +6,6 @@ and the parameters' importances, and a cancelled search taking its trials with i
 from __future__ import annotations
 
 import json
-import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +16,7 @@ import pytest
 from sklearn.datasets import load_digits
 from tests.integration import http
 from tests.integration.cli import modelbay, ok
-from tests.integration.conftest import RunningServer, start_worker
+from tests.integration.conftest import RunningServer, finish_on_a_new_worker, start_worker
 from tests.integration.http import ADMIN_KEY
 
 from modelbay.client import Client
@@ -183,12 +182,7 @@ def test_a_search_whose_worker_is_killed_resumes_its_study_elsewhere(
             time.sleep(0.2)
         first.kill()  # the search's coordinator and its running trial die with it
         first.wait()
-        second = start_worker(queue, tmp_path / "worker-2.log")
-        try:
-            final = client.wait_job(search["id"], timeout=300)
-        finally:
-            second.send_signal(signal.SIGTERM)
-            second.wait(timeout=30)
+        final = finish_on_a_new_worker(queue, tmp_path / "worker-2.log", search["id"])
     finally:
         if first.poll() is None:
             first.kill()

@@ -22,7 +22,7 @@ from sklearn.linear_model import LinearRegression
 from sklearn.metrics import r2_score
 from tests.integration import http
 from tests.integration.cli import modelbay, ok
-from tests.integration.conftest import RunningServer, start_worker
+from tests.integration.conftest import RunningServer, finish_on_a_new_worker, start_worker
 from tests.integration.http import ADMIN_KEY
 from tests.processes import children, gone
 
@@ -353,12 +353,7 @@ def test_a_worker_killed_with_sigkill_leaves_a_job_another_resumes_once(
         _wait(lambda: gone(runner), timeout=10)  # the training process died with it
         stopped_at = client.get_job(job["id"])["checkpoint_epoch"]
         assert 2 <= stopped_at < 12
-        second = start_worker(queue, tmp_path / "worker-2.log")
-        try:
-            final = client.wait_job(job["id"], timeout=300)
-        finally:
-            second.send_signal(signal.SIGTERM)
-            second.wait(timeout=30)
+        final = finish_on_a_new_worker(queue, tmp_path / "worker-2.log", job["id"])
     finally:
         if first.poll() is None:
             first.kill()
