@@ -40,6 +40,9 @@ from modelbay.training.trainer import Cancelled, Hooks, NoHooks
 MAX_RESTARTS = 3
 ERROR_EXIT = 3  # a rank's error was reported (bad data, bad spec): restarting cannot help
 POLL_S = 0.2
+EXIT_GRACE_S = 30.0
+"""How long the other ranks have to exit once rank 0 has sent the result and ended; a rank
+still running then is stopped (the model is complete), not waited for for ever."""
 
 
 @dataclass
@@ -148,6 +151,7 @@ def _follow(
     last: tuple[Path, int] | None = None
     buffer = b""
     open_pipe = True
+    done_at: float | None = None  # when rank 0 had sent the result and ended
     while True:
         if hooks.cancelled():
             raise Cancelled("cancelled")
@@ -189,6 +193,15 @@ def _follow(
             if outcome.result is None:
                 raise ModelbayError("the ranks ended without a result", status=500)
             return outcome, last
+        if outcome.result is not None and not open_pipe and codes[0] == 0:
+            done_at = done_at or time.monotonic()
+            if time.monotonic() - done_at > EXIT_GRACE_S:
+                stuck = [rank for rank, code in enumerate(codes) if code is None]
+                hooks.on_log(
+                    f"rank(s) {', '.join(map(str, stuck))} did not exit within "
+                    f"{EXIT_GRACE_S:g} s of the result: stopped"
+                )
+                return outcome, last
 
 
 def _any_signalled(procs: list[subprocess.Popen[bytes]]) -> bool:

@@ -185,3 +185,58 @@ def test_ranks_meet_in_a_work_directory_given_relative_to_the_current_one(
     result = train_parallel(_iris(), spec, Path("data/no-such-dir-at-root/work"), NoHooks())
     assert (tmp_path / "data/no-such-dir-at-root/work/train/checkpoint.pt").is_file()
     assert result.metrics["epochs"] == 2
+
+
+def test_a_rank_that_never_exits_after_the_result_is_stopped_not_waited_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Rank 0 sent the result and ended; another rank hung: the job's process waited on it
+    # for ever. Real processes: rank 0 writes a result event, rank 1 sleeps.
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from modelbay.training import distributed
+
+    monkeypatch.setattr(distributed, "EXIT_GRACE_S", 0.5)
+    tensor = {"datatype": "FP32", "shape": [-1, 4]}
+    event = {
+        "event": "result",
+        "model_dir": str(tmp_path),
+        "format": "onnx",
+        "entrypoint": "model.onnx",
+        "signature": {
+            "inputs": [{"name": "input", **tensor}],
+            "outputs": [{"name": "probabilities", **tensor}],
+        },
+        "task": "classification",
+        "classes": ["a", "b", "c", "d"],
+        "metrics": {"test_accuracy": 1.0},
+        "test_indices": [0],
+        "test_predictions": [0],
+    }
+    read_fd, write_fd = os.pipe()
+    line = json.dumps(event) + "\n"
+    sends = f"import os; os.write({write_fd}, {line!r}.encode())"
+    procs = [
+        subprocess.Popen([sys.executable, "-c", sends], pass_fds=(write_fd,)),
+        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"]),
+    ]
+    os.close(write_fd)
+    logs: list[str] = []
+
+    class Hooks(NoHooks):
+        def on_log(self, message: str) -> None:
+            logs.append(message)
+
+    try:
+        outcome, _ = distributed._follow(procs, read_fd, Hooks(), tmp_path)
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+        os.close(read_fd)
+    assert outcome.result is not None
+    assert outcome.result.metrics == {"test_accuracy": 1.0}
+    assert logs == ["rank(s) 1 did not exit within 0.5 s of the result: stopped"]
