@@ -326,6 +326,25 @@ def test_bad_deployments_are_refused_with_the_reason(
     assert http.delete(f"{server.url}/api/v1/models/refusals/versions/1").status_code == 204
 
 
+def test_the_last_version_of_a_model_deployed_at_latest_cannot_be_deleted(
+    server: RunningServer, onnx_model: BuiltModel, deployed: Callable[..., dict[str, Any]]
+) -> None:
+    # It could: the deployment was left with no version to serve.
+    server.push("follows-latest", onnx_model.path)
+    deployed("follows-latest", min_replicas=0)
+    versions = f"{server.url}/api/v1/models/follows-latest/versions"
+    server.push("follows-latest", onnx_model.path)
+    assert http.delete(f"{versions}/2").status_code == 204  # a rollback to version 1: fine
+    last = http.delete(f"{versions}/1")
+    assert last.status_code == 409, last.text
+    assert last.json()["error"] == (
+        "version 1 is the last version of 'follows-latest', and deployment 'follows-latest' "
+        "serves its latest; undeploy it first"
+    )
+    assert http.delete(f"{server.url}/api/v1/deployments/follows-latest").status_code == 204
+    assert http.delete(f"{versions}/1").status_code == 204
+
+
 def test_request_of_a_client_that_left_is_never_run(
     server: RunningServer, onnx_model: BuiltModel, deployed: Callable[..., dict[str, Any]]
 ) -> None:

@@ -252,6 +252,18 @@ class Registry:
                     "change or undeploy it first",
                     param="version",
                 )
+            following = s.scalar(
+                select(DeploymentRow.name).where(
+                    DeploymentRow.model_id == model.id,
+                    or_(DeploymentRow.target == LATEST, DeploymentRow.canary_target == LATEST),
+                )
+            )
+            if following is not None and len(model.versions) == 1:
+                raise Conflict(
+                    f"version {number} is the last version of '{name}', and deployment "
+                    f"'{following}' serves its latest; undeploy it first",
+                    param="version",
+                )
             digests = {f.digest for f in row.files}
             s.delete(row)
             model.updated_at = utcnow()
