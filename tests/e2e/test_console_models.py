@@ -241,7 +241,61 @@ def test_a_viewer_is_offered_no_upload_alias_or_share_controls(
     expect(page.locator('details.version[data-version="2"]')).to_be_visible()
     expect(page.get_by_role("link", name="Try it")).to_be_visible()
     main = page.locator("main")
-    for button in ("Save alias", "Save access", "Push version", "Save details"):
+    for button in (
+        "Save alias",
+        "Save access",
+        "Push version",
+        "Save details",
+        "Delete version 2",
+        "Delete model",
+    ):
         expect(main.get_by_role("button", name=button)).to_have_count(0)
     expect(main.locator("input[type=file]")).to_have_count(0)
     expect(main.locator("form")).to_have_count(0)
+
+
+def _versions(server: RunningServer, name: str) -> list[int]:
+    response = http.get(f"{server.url}/api/v1/models/{name}/versions")
+    assert response.status_code == 200, response.text
+    return sorted(v["version"] for v in response.json()["versions"])
+
+
+def test_a_version_then_the_model_are_deleted_after_asking_and_a_refusal_shows_in_place(
+    page: Page, server: RunningServer, scene: Scene
+) -> None:
+    name = f"{scene.prefix}-doomed"
+    server.push(name, scene.file)
+    server.push(name, scene.file)
+    admin = sign_in(page, server, at=f"#/models/{name}")
+    admin.locator('details.version[data-version="1"] summary').click()  # older: folded
+    first = admin.get_by_role("button", name="Delete version 1")
+    admin.once("dialog", lambda dialog: dialog.dismiss())
+    first.click()
+    expect(first).to_be_enabled()
+    assert _versions(server, name) == [1, 2]  # dismissed: nothing happened
+    admin.once("dialog", lambda dialog: dialog.accept())
+    first.click()
+    expect(admin.get_by_text("Deleted version 1.")).to_be_visible()
+    expect(admin.locator('details.version[data-version="1"]')).to_have_count(0)
+    assert _versions(server, name) == [2]
+
+    # A deployed version cannot go: the server's reason shows beside the button.
+    body = {"model": name, "min_replicas": 0}
+    deployed = http.post(f"{server.url}/api/v1/deployments", json=body)
+    assert deployed.status_code == 201, deployed.text
+    try:
+        admin.reload()
+        admin.once("dialog", lambda dialog: dialog.accept())
+        admin.get_by_role("button", name="Delete version 2").click()
+        refusal = admin.locator('details.version[data-version="2"] .notice.error')
+        expect(refusal).to_contain_text("deployment")
+        assert _versions(server, name) == [2]
+    finally:
+        assert http.delete(f"{server.url}/api/v1/deployments/{name}").status_code == 204
+
+    admin.reload()
+    admin.once("dialog", lambda dialog: dialog.accept())
+    admin.get_by_role("button", name="Delete model").click()
+    expect(admin).to_have_url(f"{server.url}/ui/#/models")
+    expect(admin.get_by_role("link", name=name, exact=True)).to_have_count(0)
+    assert http.get(f"{server.url}/api/v1/models/{name}").status_code == 404

@@ -1,7 +1,8 @@
 // A model's page: description, labels, aliases (and moving one), sharing, pushing a new
-// version, and every version with its files (digests), signature, metrics and lineage.
+// version, every version with its files (digests), signature, metrics and lineage, and
+// deleting a version or the whole model.
 
-import { h, field, notice, replace, table, when, number, bytes } from "../dom.js";
+import { h, field, notice, replace, table, when, number, bytes, actionButton } from "../dom.js";
 import { api, can, path, session } from "../api.js";
 import { pushForm } from "./models_push.js";
 
@@ -74,7 +75,47 @@ function filesTable(record, owner) {
   );
 }
 
-function versionBlock(record, open, owner) {
+/** Delete one version, after the browser's confirmation; the API's refusal (a deployment
+ * serves it) shows in place. */
+function deleteVersion(record, redraw) {
+  const out = h("div", { class: "out" });
+  const button = actionButton(
+    `Delete version ${record.version}`,
+    async () => {
+      await api("DELETE", path`/api/v1/models/${record.model}/versions/${String(record.version)}`);
+      redraw(`Deleted version ${record.version}.`);
+    },
+    {
+      out,
+      kind: "danger",
+      confirmText: `Delete version ${record.version} of ${record.model}? Its files are removed; this cannot be undone.`,
+    },
+  );
+  return h("div", { class: "version-actions" }, button, out);
+}
+
+function deleteModelCard(model, versions) {
+  const out = h("div", { class: "out" });
+  const count = `${versions.length} version${versions.length === 1 ? "" : "s"}`;
+  const button = actionButton(
+    "Delete model",
+    async () => {
+      await api("DELETE", path`/api/v1/models/${model.name}`);
+      location.hash = "#/models";
+    },
+    { out, kind: "danger", confirmText: `Delete ${model.name} and its ${count}? A deployment of it stops at once. This cannot be undone.` },
+  );
+  return h(
+    "section",
+    { class: "card danger-zone", "aria-labelledby": "delete-h" },
+    h("h2", { id: "delete-h" }, "Delete"),
+    h("p", { class: "hint" }, `Removes the model, its ${count} and their files, and stops a deployment of it.`),
+    button,
+    out,
+  );
+}
+
+function versionBlock(record, open, owner, redraw) {
   const lineage = record.source || {};
   return h(
     "details",
@@ -111,6 +152,7 @@ function versionBlock(record, open, owner) {
       : null,
     Object.keys(record.metadata || {}).length ? [h("h3", {}, "Metadata"), pairs(record.metadata)] : null,
     Object.keys(record.tags || {}).length ? [h("h3", {}, "Tags"), pairs(record.tags)] : null,
+    can("write") ? deleteVersion(record, redraw) : null,
   );
 }
 
@@ -318,7 +360,8 @@ export async function renderModel(main, params, query, flash, pushSection) {
   if (push) parts.push(push);
   parts.push(h("h2", {}, "Versions"));
   parts.push(
-    versions.length ? versions.map((v, i) => versionBlock(v, i === 0, owner)) : h("p", { class: "empty" }, "No versions yet."),
+    versions.length ? versions.map((v, i) => versionBlock(v, i === 0, owner, redraw)) : h("p", { class: "empty" }, "No versions yet."),
   );
+  if (can("write")) parts.push(deleteModelCard(model, versions));
   replace(main, parts);
 }
