@@ -91,6 +91,7 @@ class ResourceDirectory:
         self._clock = clock
         self._models: dict[str, tuple[float, Ownership | None]] = {}
         self._lock = threading.Lock()
+        self._generation = 0  # counts invalidations: an older read is not cached after one
 
     def cached_model(self, name: str) -> tuple[bool, Ownership | None]:
         """(hit, ownership) from the cache alone."""
@@ -106,9 +107,13 @@ class ResourceDirectory:
         return entry is not None and _MODEL_TTL_S / 2 < self._clock() - entry[0] <= _MODEL_TTL_S
 
     def refresh_model(self, name: str) -> Ownership | None:
-        """Read the model's owner from the database (not the cache) and cache it."""
+        """Read the model's owner from the database (not the cache) and cache it, unless
+        the cache was invalidated meanwhile (the owner may have changed after this read)."""
+        generation = self._generation
         found = self._model(name)
         with self._lock:
+            if generation != self._generation:
+                return found
             if len(self._models) > _MAX_CACHED:
                 self._models.clear()
             self._models[name] = (self._clock(), found)
@@ -142,6 +147,7 @@ class ResourceDirectory:
 
     def invalidate(self, name: str | None = None) -> None:
         with self._lock:
+            self._generation += 1
             if name is None:
                 self._models.clear()
             else:

@@ -40,6 +40,8 @@ class Authenticator:
         self._known: dict[str, tuple[float, StoredKey]] = {}
         self._unknown: dict[str, tuple[float, StoredKey | None]] = {}
         self._lock = threading.Lock()
+        self._generation = 0
+        """Counts ``forget`` calls: a read that began before one is not cached after it."""
 
     def cached(self, token: str) -> tuple[bool, Principal | None]:
         """(hit, principal) from the cache alone; a hit may still raise for a bad key."""
@@ -63,10 +65,14 @@ class Authenticator:
         return self.refresh(token)
 
     def refresh(self, token: str) -> Principal:
-        """Read ``token``'s key from the database (not the cache) and cache it."""
+        """Read ``token``'s key from the database (not the cache) and cache it, unless the
+        cache was dropped meanwhile (the key may have been revoked after this read)."""
+        generation = self._generation
         stored = self._keys.lookup(token)
         now = self._clock()
         with self._lock:
+            if generation != self._generation:
+                return _check(stored, token)
             if stored is not None and stored.matches(token):
                 _put(self._known, token, (now, stored))
             else:
@@ -76,6 +82,7 @@ class Authenticator:
     def forget(self) -> None:
         """Drop the cache, after a key or tenant changed on this server."""
         with self._lock:
+            self._generation += 1
             self._known.clear()
             self._unknown.clear()
 

@@ -28,6 +28,7 @@ class ModelResolver:
         self._resolved = {}
         self._resolve_locks: dict[tuple[str, str | int], threading.Lock] = {}
         self._lock = threading.Lock()
+        self._generation = 0  # counts invalidations: an older read is not cached after one
 
     def resolve(self, name: str, ref: str | int = "latest") -> Resolved:
         """The version a reference names now, and the model's labels (blocking)."""
@@ -44,11 +45,15 @@ class ModelResolver:
             return self.refresh(name, ref)
 
     def refresh(self, name: str, ref: str | int = "latest") -> Resolved:
-        """Read the reference from the registry (not the cache) and cache it (blocking)."""
+        """Read the reference from the registry (not the cache) and cache it, unless the
+        cache was invalidated meanwhile (an alias may have moved after this read)."""
         key = (name, parse_ref(ref))
+        generation = self._generation
         record = self.registry.get_version(name, key[1])
         labels = self.registry.get_model(name).labels
-        self._resolved[key] = (time.monotonic(), record, labels)
+        with self._lock:
+            if generation == self._generation:
+                self._resolved[key] = (time.monotonic(), record, labels)
         return record, labels
 
     def due(self, name: str, ref: str | int) -> bool:
@@ -66,6 +71,8 @@ class ModelResolver:
 
     def invalidate(self, name: str) -> None:
         """Forget cached references of a model (after alias moves, pushes, deletes)."""
+        with self._lock:
+            self._generation += 1
         for key in [k for k in self._resolved if k[0] == name]:
             self._resolved.pop(key, None)
         with self._lock:
@@ -74,4 +81,6 @@ class ModelResolver:
 
     def invalidate_all(self) -> None:
         """Forget every cached reference (another frontend changed some)."""
+        with self._lock:
+            self._generation += 1
         self._resolved.clear()

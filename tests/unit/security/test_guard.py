@@ -4,12 +4,14 @@ database reads behind its key cache."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine
 
+from modelbay.errors import Unauthenticated
 from modelbay.security.access import ResourceDirectory
 from modelbay.security.audit import AuditLog
 from modelbay.security.authn import CACHE_TTL_S, Authenticator
@@ -178,3 +180,44 @@ def test_a_key_in_use_is_read_once_per_miss_and_renewed_before_it_expires(
         assert keys.lookups == 2  # nobody waited for the database
 
     asyncio.run(main())
+
+
+class PausedKeys(KeyStore):
+    """The real key store; once ``armed``, its next lookup pauses after reading until
+    ``go`` is set."""
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(engine)
+        self.armed = False
+        self.read = threading.Event()
+        self.go = threading.Event()
+
+    def lookup(self, token: str) -> StoredKey | None:
+        found = super().lookup(token)
+        if self.armed:
+            self.armed = False
+            self.read.set()
+            assert self.go.wait(5)
+        return found
+
+
+def test_a_key_read_before_its_revocation_is_not_cached_after_it(
+    engine: Engine, clock: Clock
+) -> None:
+    # With keys renewed in the background, a read could begin before a revocation on this
+    # server and land after it, caching the key as valid for another five seconds.
+    keys = PausedKeys(engine)
+    keys.create_tenant("acme")
+    record, secret = keys.create_key(tenant="acme", role=Role.CONSUMER, name="leaving")
+    authenticator = Authenticator(keys, clock)
+    keys.armed = True
+    renewal = threading.Thread(target=authenticator.refresh, args=(secret,))
+    renewal.start()
+    assert keys.read.wait(5)  # it has read the key, still valid
+    keys.revoke_key(record.key_id)
+    authenticator.forget()  # what revoking through the API does on this server
+    keys.go.set()
+    renewal.join(5)
+    assert authenticator.cached(secret) == (False, None)
+    with pytest.raises(Unauthenticated, match="revoked"):
+        authenticator.resolve(secret)
