@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import replace
 
 import pytest
@@ -172,3 +173,37 @@ def test_pushing_into_another_tenants_model_conflicts(engine: Engine) -> None:
     )
     with pytest.raises(Conflict, match="taken"):
         registry.add_version("theirs", new, tenant_id=keys.tenant_id("acme"), own=True)
+
+
+class PausedDirectory(ResourceDirectory):
+    """The real directory; once ``armed``, its next read of a model pauses after reading
+    until ``go`` is set."""
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(engine)
+        self.armed = False
+        self.read = threading.Event()
+        self.go = threading.Event()
+
+    def _model(self, name: str) -> Ownership | None:
+        found = super()._model(name)
+        if self.armed:
+            self.armed = False
+            self.read.set()
+            assert self.go.wait(5)
+        return found
+
+
+def test_an_owner_read_before_an_invalidation_is_not_cached_after_it(engine: Engine) -> None:
+    # A renewal in the background that read the owner before a change on this server
+    # (sharing, visibility) must not cache the old owner after the change invalidated it.
+    directory = PausedDirectory(engine)
+    Registry(engine).create_model("moving")
+    directory.armed = True
+    renewal = threading.Thread(target=directory.refresh_model, args=("moving",))
+    renewal.start()
+    assert directory.read.wait(5)
+    directory.invalidate("moving")
+    directory.go.set()
+    renewal.join(5)
+    assert directory.cached_model("moving") == (False, None)
