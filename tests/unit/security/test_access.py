@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import pytest
 from sqlalchemy import Engine
+from tests.pausing import Pause
 
 from modelbay.errors import Conflict, Forbidden, NotFound, Unauthenticated, UnknownReference
 from modelbay.registry import NewVersion, Registry
@@ -176,21 +177,15 @@ def test_pushing_into_another_tenants_model_conflicts(engine: Engine) -> None:
 
 
 class PausedDirectory(ResourceDirectory):
-    """The real directory; once ``armed``, its next read of a model pauses after reading
-    until ``go`` is set."""
+    """The real directory, whose read of a model can be paused after the read."""
 
     def __init__(self, engine: Engine) -> None:
         super().__init__(engine)
-        self.armed = False
-        self.read = threading.Event()
-        self.go = threading.Event()
+        self.pause = Pause()
 
     def _model(self, name: str) -> Ownership | None:
         found = super()._model(name)
-        if self.armed:
-            self.armed = False
-            self.read.set()
-            assert self.go.wait(5)
+        self.pause.hit()
         return found
 
 
@@ -199,11 +194,11 @@ def test_an_owner_read_before_an_invalidation_is_not_cached_after_it(engine: Eng
     # (sharing, visibility) must not cache the old owner after the change invalidated it.
     directory = PausedDirectory(engine)
     Registry(engine).create_model("moving")
-    directory.armed = True
+    directory.pause.armed = True
     renewal = threading.Thread(target=directory.refresh_model, args=("moving",))
     renewal.start()
-    assert directory.read.wait(5)
+    assert directory.pause.read.wait(5)
     directory.invalidate("moving")
-    directory.go.set()
+    directory.pause.go.set()
     renewal.join(5)
     assert directory.cached_model("moving") == (False, None)

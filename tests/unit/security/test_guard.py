@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine
+from tests.pausing import Pause
 
 from modelbay.errors import Unauthenticated
 from modelbay.security.access import ResourceDirectory
@@ -183,21 +184,15 @@ def test_a_key_in_use_is_read_once_per_miss_and_renewed_before_it_expires(
 
 
 class PausedKeys(KeyStore):
-    """The real key store; once ``armed``, its next lookup pauses after reading until
-    ``go`` is set."""
+    """The real key store, whose lookup can be paused after its read."""
 
     def __init__(self, engine: Engine) -> None:
         super().__init__(engine)
-        self.armed = False
-        self.read = threading.Event()
-        self.go = threading.Event()
+        self.pause = Pause()
 
     def lookup(self, token: str) -> StoredKey | None:
         found = super().lookup(token)
-        if self.armed:
-            self.armed = False
-            self.read.set()
-            assert self.go.wait(5)
+        self.pause.hit()
         return found
 
 
@@ -210,13 +205,13 @@ def test_a_key_read_before_its_revocation_is_not_cached_after_it(
     keys.create_tenant("acme")
     record, secret = keys.create_key(tenant="acme", role=Role.CONSUMER, name="leaving")
     authenticator = Authenticator(keys, clock)
-    keys.armed = True
+    keys.pause.armed = True
     renewal = threading.Thread(target=authenticator.refresh, args=(secret,))
     renewal.start()
-    assert keys.read.wait(5)  # it has read the key, still valid
+    assert keys.pause.read.wait(5)  # it has read the key, still valid
     keys.revoke_key(record.key_id)
     authenticator.forget()  # what revoking through the API does on this server
-    keys.go.set()
+    keys.pause.go.set()
     renewal.join(5)
     assert authenticator.cached(secret) == (False, None)
     with pytest.raises(Unauthenticated, match="revoked"):

@@ -5,25 +5,21 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+from tests.pausing import Pause
+
 from modelbay.registry import NewVersion, Registry, VersionRecord, make_engine, migrate
 from modelbay.serving.resolver import ModelResolver
 from modelbay.tensors import Signature
 
 
 class PausedRegistry(Registry):
-    """The real registry; once ``armed``, its next version lookup pauses after reading
-    until ``go`` is set."""
+    """The real registry, whose version lookup can be paused after its read."""
 
-    armed = False
-    read = threading.Event()
-    go = threading.Event()
+    pause: Pause
 
     def get_version(self, name: str, ref: str | int = "latest") -> VersionRecord:
         found = super().get_version(name, ref)
-        if self.armed:
-            self.armed = False
-            self.read.set()
-            assert self.go.wait(5)
+        self.pause.hit()
         return found
 
 
@@ -31,7 +27,7 @@ def _registry(tmp_path: Path) -> PausedRegistry:
     engine = make_engine(f"sqlite:///{tmp_path}/registry.db")
     migrate(engine)
     registry = PausedRegistry(engine)
-    registry.read, registry.go = threading.Event(), threading.Event()
+    registry.pause = Pause()
     new = NewVersion(
         format="onnx", entrypoint="m.onnx", files=[], signature=Signature(inputs=[], outputs=[])
     )
@@ -46,13 +42,13 @@ def test_a_reference_read_before_an_invalidation_is_not_cached_after_it(tmp_path
     registry = _registry(tmp_path)
     registry.set_alias("m", "production", 1)
     resolver = ModelResolver(registry)
-    registry.armed = True
+    registry.pause.armed = True
     renewal = threading.Thread(target=resolver.refresh, args=("m", "production"))
     renewal.start()
-    assert registry.read.wait(5)  # it has read version 1
+    assert registry.pause.read.wait(5)  # it has read version 1
     registry.set_alias("m", "production", 2)
     resolver.invalidate("m")  # what moving an alias through the API does here
-    registry.go.set()
+    registry.pause.go.set()
     renewal.join(5)
     assert resolver.peek("m", "production") is None
     assert resolver.resolve("m", "production")[0].version == 2
